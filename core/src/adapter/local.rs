@@ -1,0 +1,234 @@
+//! This node's sockets and rooms for one namespace, and every operation on them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+use super::{AckEvent, BroadcastOptions, EventPacket, Room, SocketInfo};
+use crate::engineio::Sid;
+use crate::socketio::packet::encode_event;
+use crate::socketio::{DisconnectReason, SocketRef};
+
+#[derive(Default)]
+struct Rooms {
+    /// Explicit rooms. A socket's own room (its id) is implicit: never stored.
+    members: HashMap<Room, HashSet<Sid>>,
+    /// The explicit rooms of each socket that has any.
+    of_socket: HashMap<Sid, Vec<Room>>,
+}
+
+/// The local sockets and rooms of a namespace.
+pub struct LocalAdapter {
+    nsp: Arc<str>,
+    sockets: RwLock<HashMap<Sid, SocketRef>>,
+    rooms: RwLock<Rooms>,
+}
+
+impl std::fmt::Debug for LocalAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAdapter")
+            .field("nsp", &self.nsp)
+            .field("sockets", &self.sockets.read().len())
+            .finish()
+    }
+}
+
+impl LocalAdapter {
+    pub fn new(nsp: &str) -> Self {
+        LocalAdapter {
+            nsp: nsp.into(),
+            sockets: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(Rooms::default()),
+        }
+    }
+
+    pub fn nsp(&self) -> &str {
+        &self.nsp
+    }
+
+    pub(crate) fn insert(&self, s: SocketRef) {
+        self.sockets.write().insert(s.id(), s);
+    }
+
+    pub(crate) fn remove(&self, sid: Sid) {
+        self.sockets.write().remove(&sid);
+    }
+
+    pub fn get(&self, sid: Sid) -> Option<SocketRef> {
+        self.sockets.read().get(&sid).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sockets.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn add_all(&self, sid: Sid, rooms: &[Room]) {
+        let mut r = self.rooms.write();
+        for room in rooms {
+            if room.parse::<Sid>() == Ok(sid) {
+                continue;
+            }
+            if r.members.entry(room.clone()).or_default().insert(sid) {
+                r.of_socket.entry(sid).or_default().push(room.clone());
+            }
+        }
+    }
+
+    pub fn del(&self, sid: Sid, room: &str) {
+        let mut r = self.rooms.write();
+        let Rooms { members, of_socket } = &mut *r;
+        if let Some(set) = members.get_mut(room) {
+            set.remove(&sid);
+            if set.is_empty() {
+                members.remove(room);
+            }
+        }
+        if let Some(list) = of_socket.get_mut(&sid) {
+            list.retain(|x| &**x != room);
+            if list.is_empty() {
+                of_socket.remove(&sid);
+            }
+        }
+    }
+
+    pub fn del_all(&self, sid: Sid) {
+        let mut r = self.rooms.write();
+        let Rooms { members, of_socket } = &mut *r;
+        for room in of_socket.remove(&sid).unwrap_or_default() {
+            if let Some(set) = members.get_mut(&room) {
+                set.remove(&sid);
+                if set.is_empty() {
+                    members.remove(&room);
+                }
+            }
+        }
+    }
+
+    /// The rooms of a local socket, its own id first.
+    pub fn socket_rooms(&self, sid: Sid) -> Vec<String> {
+        let mut v = vec![sid.to_string()];
+        if let Some(list) = self.rooms.read().of_socket.get(&sid) {
+            v.extend(list.iter().map(|r| r.to_string()));
+        }
+        v
+    }
+
+    /// Every local room: explicit ones and each socket's own.
+    pub fn rooms(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .rooms
+            .read()
+            .members
+            .keys()
+            .map(|r| r.to_string())
+            .collect();
+        v.extend(self.sockets.read().keys().map(|s| s.to_string()));
+        v
+    }
+
+    /// Calls `f` once for each local socket the options target.
+    pub fn apply(&self, opts: &BroadcastOptions, mut f: impl FnMut(&SocketRef)) {
+        let rooms = self.rooms.read();
+        let sockets = self.sockets.read();
+        let room_members = |room: &Room, out: &mut dyn FnMut(Sid)| {
+            if let Some(set) = rooms.members.get(room) {
+                set.iter().for_each(|s| out(*s));
+            }
+            if let Ok(sid) = room.parse::<Sid>() {
+                if sockets.contains_key(&sid) {
+                    out(sid);
+                }
+            }
+        };
+        let mut except = HashSet::new();
+        for r in &opts.except {
+            room_members(r, &mut |s| {
+                except.insert(s);
+            });
+        }
+        if opts.rooms.is_empty() {
+            for (sid, s) in sockets.iter() {
+                if !except.contains(sid) {
+                    f(s);
+                }
+            }
+            return;
+        }
+        // With several rooms a socket may be in more than one: deliver once.
+        let mut seen = HashSet::new();
+        let single = opts.rooms.len() == 1;
+        for r in &opts.rooms {
+            room_members(r, &mut |sid| {
+                if except.contains(&sid) || (!single && !seen.insert(sid)) {
+                    return;
+                }
+                if let Some(s) = sockets.get(&sid) {
+                    f(s);
+                }
+            });
+        }
+    }
+
+    fn targets(&self, opts: &BroadcastOptions) -> Vec<SocketRef> {
+        let mut v = Vec::new();
+        self.apply(opts, |s| v.push(s.clone()));
+        v
+    }
+
+    /// Delivers an event to the targeted local sockets. The packet is encoded once.
+    pub fn broadcast(&self, packet: &EventPacket, opts: &BroadcastOptions) {
+        let enc = encode_event(&self.nsp, &packet.event, &packet.data, None);
+        let volatile = opts.flags.volatile;
+        self.apply(opts, |s| s.send_encoded(&enc, volatile));
+    }
+
+    /// Delivers an event that each client acks into `tx`; returns how many clients got it.
+    pub fn broadcast_with_ack(
+        &self,
+        packet: &EventPacket,
+        opts: &BroadcastOptions,
+        tx: mpsc::UnboundedSender<AckEvent>,
+    ) -> usize {
+        let targets = self.targets(opts);
+        let Some(first) = targets.first() else {
+            return 0;
+        };
+        let id = first.ns().next_ack_id();
+        let enc = encode_event(&self.nsp, &packet.event, &packet.data, Some(id));
+        for s in &targets {
+            s.expect_broadcast_ack(id, tx.clone());
+            s.send_encoded(&enc, opts.flags.volatile);
+        }
+        targets.len()
+    }
+
+    pub fn fetch_sockets(&self, opts: &BroadcastOptions) -> Vec<SocketInfo> {
+        self.targets(opts).iter().map(|s| s.info()).collect()
+    }
+
+    pub fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        for s in self.targets(opts) {
+            self.add_all(s.id(), rooms);
+        }
+    }
+
+    pub fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        for s in self.targets(opts) {
+            for r in rooms {
+                self.del(s.id(), r);
+            }
+        }
+    }
+
+    pub fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
+        for s in self.targets(opts) {
+            s.disconnect_with(close, DisconnectReason::ServerNamespaceDisconnect);
+        }
+    }
+}

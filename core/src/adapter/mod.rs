@@ -1,0 +1,252 @@
+//! The `Adapter`: the seam between a namespace and the cluster.
+//!
+//! Every room membership change, broadcast, broadcast-with-acks and socket-management
+//! call of a namespace goes through its adapter, so a cluster backend changes no server
+//! code. The trait's default methods delegate to the namespace's [`LocalAdapter`], which
+//! holds the local sockets and rooms: a backend overrides only what crosses nodes (the
+//! socketioxide pattern), and calls back into `local()` to apply what other nodes send.
+//!
+//! Calls that only send (broadcast, sockets_join/leave, disconnect_sockets,
+//! server_side_emit) are synchronous, like the reference's: a backend queues the message
+//! on an ordered publisher, so emits keep their order without awaiting the network.
+//! Calls that wait for other nodes are async and report which nodes did not answer.
+
+mod local;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub use local::LocalAdapter;
+
+use crate::engineio::Sid;
+use crate::socketio::{Data, Handshake};
+
+/// A room name. Shared, since one name is held by every membership entry.
+pub type Room = Arc<str>;
+
+/// Modifiers of a broadcast (`BroadcastFlags` in the reference).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastFlags {
+    /// Drop the packet for clients that are not ready to receive it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub volatile: bool,
+    /// Only this node's clients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
+    /// How long a broadcast with acks waits.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "millis")]
+    pub timeout: Option<Duration>,
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_millis() as u64),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// Which sockets an operation targets: members of any of `rooms` (all sockets when
+/// empty) that are in none of `except`. A socket id names that socket's own room.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastOptions {
+    pub rooms: Vec<Room>,
+    pub except: Vec<Room>,
+    pub flags: BroadcastFlags,
+}
+
+/// An event sent to many sockets, or to other servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPacket {
+    pub event: String,
+    pub data: Data,
+}
+
+/// A socket as `fetch_sockets` reports it, wherever it lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocketInfo {
+    pub id: Sid,
+    pub handshake: Handshake,
+    pub rooms: Vec<String>,
+    pub data: Value,
+    /// The node that holds the socket (`None`: this node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// The result of a request to every node: what came back, and who did not answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gathered<T> {
+    pub items: Vec<T>,
+    /// Nodes that did not answer in time (empty on a single node).
+    pub missing: Vec<String>,
+}
+
+/// What a broadcast with acks reports, as it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AckEvent {
+    /// A node sent the packet to this many of its clients.
+    Count { node: String, count: usize },
+    /// One client's ack.
+    Ack { sid: Option<Sid>, data: Data },
+}
+
+/// The acks of a broadcast: `nodes` nodes will each send one `Count`.
+#[derive(Debug)]
+pub struct AckStream {
+    pub nodes: usize,
+    pub rx: mpsc::UnboundedReceiver<AckEvent>,
+}
+
+/// A backend failure. Local delivery never fails; these concern other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdapterError {
+    #[error("cluster backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("cluster request failed: {0}")]
+    Request(String),
+}
+
+/// The cluster seam of a namespace. See the module documentation.
+#[async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    /// This node's sockets and rooms.
+    fn local(&self) -> &LocalAdapter;
+
+    /// Called once, before the namespace accepts sockets.
+    async fn init(&self) -> Result<(), AdapterError> {
+        Ok(())
+    }
+
+    /// Called when the server closes.
+    async fn close(&self) {}
+
+    /// How many nodes serve this namespace, this one included.
+    async fn server_count(&self) -> usize {
+        1
+    }
+
+    /// A local socket joins rooms.
+    fn add_all(&self, sid: Sid, rooms: &[Room]) {
+        self.local().add_all(sid, rooms)
+    }
+
+    /// A local socket leaves a room.
+    fn del(&self, sid: Sid, room: &str) {
+        self.local().del(sid, room)
+    }
+
+    /// A local socket leaves every room (it disconnected).
+    fn del_all(&self, sid: Sid) {
+        self.local().del_all(sid)
+    }
+
+    /// Sends an event to the targeted sockets of every node (or only this node's with
+    /// the `local` flag).
+    fn broadcast(&self, packet: &EventPacket, opts: &BroadcastOptions) -> Result<(), AdapterError> {
+        self.local().broadcast(packet, opts);
+        Ok(())
+    }
+
+    /// Sends an event that each client acks; the stream reports counts then acks.
+    async fn broadcast_with_ack(
+        &self,
+        packet: EventPacket,
+        opts: BroadcastOptions,
+    ) -> Result<AckStream, AdapterError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let count = self.local().broadcast_with_ack(&packet, &opts, tx.clone());
+        let _ = tx.send(AckEvent::Count {
+            node: "local".into(),
+            count,
+        });
+        Ok(AckStream { nodes: 1, rx })
+    }
+
+    /// The targeted sockets of every node.
+    async fn fetch_sockets(
+        &self,
+        opts: BroadcastOptions,
+    ) -> Result<Gathered<SocketInfo>, AdapterError> {
+        Ok(Gathered {
+            items: self.local().fetch_sockets(&opts),
+            missing: vec![],
+        })
+    }
+
+    /// Makes the targeted sockets join `rooms`.
+    fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError> {
+        self.local().add_sockets(opts, rooms);
+        Ok(())
+    }
+
+    /// Makes the targeted sockets leave `rooms`.
+    fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError> {
+        self.local().del_sockets(opts, rooms);
+        Ok(())
+    }
+
+    /// Disconnects the targeted sockets (`close`: their whole connection).
+    fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) -> Result<(), AdapterError> {
+        self.local().disconnect_sockets(opts, close);
+        Ok(())
+    }
+
+    /// Sends an event to the other nodes' servers. A single node has none.
+    fn server_side_emit(&self, _packet: &EventPacket) -> Result<(), AdapterError> {
+        Ok(())
+    }
+
+    /// Sends an event to the other nodes' servers and gathers one answer from each.
+    async fn server_side_emit_with_ack(
+        &self,
+        _packet: EventPacket,
+        _timeout: Duration,
+    ) -> Result<Gathered<Data>, AdapterError> {
+        Ok(Gathered::default())
+    }
+
+    /// Every room with a member on any node.
+    async fn all_rooms(&self) -> Result<Gathered<String>, AdapterError> {
+        Ok(Gathered {
+            items: self.local().rooms(),
+            missing: vec![],
+        })
+    }
+}
+
+/// Builds the adapter of each namespace.
+pub trait AdapterFactory: Send + Sync + 'static {
+    fn create(&self, local: LocalAdapter) -> Arc<dyn Adapter>;
+}
+
+/// The single-node adapter: everything stays in this process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryAdapterFactory;
+
+impl AdapterFactory for MemoryAdapterFactory {
+    fn create(&self, local: LocalAdapter) -> Arc<dyn Adapter> {
+        Arc::new(local)
+    }
+}
+
+#[async_trait]
+impl Adapter for LocalAdapter {
+    fn local(&self) -> &LocalAdapter {
+        self
+    }
+}

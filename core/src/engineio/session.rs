@@ -1,0 +1,330 @@
+//! One Engine.IO session: its outgoing queue, heartbeat and close state.
+//!
+//! A session is driven by exactly one task at a time, its *driver*: the WebSocket
+//! connection task, or, while on long-polling, a small heartbeat task. The driver sends
+//! the pings, enforces the pong deadline, removes the session from the server when it
+//! closes and calls the handler's `on_close` once. Everyone else only touches the state
+//! under its mutex and wakes the driver or the writer.
+//!
+//! The outgoing queue holds shared [`Frame`]s, so a broadcast to many sessions costs one
+//! reference per recipient. It is bounded: a client that does not read is closed once it
+//! has `max_buffered_packets` waiting, rather than growing memory without limit.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::config::TransportKind;
+use super::packet::{Frame, PacketType};
+use super::sid::Sid;
+
+/// Why a session closed, as the reference names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The connection was closed (client went away, or its TCP connection dropped).
+    TransportClose,
+    /// The transport failed: a write error, an overlapping request, a queue overflow.
+    TransportError,
+    /// The client did not answer a ping in time.
+    PingTimeout,
+    /// The client sent something that is not an Engine.IO packet.
+    ParseError,
+    /// The server closed the session.
+    ForcedClose,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TransportClose => "transport close",
+            Self::TransportError => "transport error",
+            Self::PingTimeout => "ping timeout",
+            Self::ParseError => "parse error",
+            Self::ForcedClose => "forced close",
+            Self::ServerShutdown => "server shutting down",
+        }
+    }
+}
+
+/// The session is closed; nothing more can be sent on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session closed")]
+pub struct SessionClosed;
+
+/// What the heartbeat wants next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// Nothing to do before this instant.
+    Wait(Instant),
+    /// The ping is due: it has been queued, wait for the pong until this instant.
+    PingSent(Instant),
+    /// The pong did not come in time.
+    TimedOut,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub transport: TransportKind,
+    pub queue: VecDeque<Frame>,
+    /// Set once the session closes; a graceful close still flushes `queue`.
+    pub closing: Option<CloseReason>,
+    /// Graceful (flush first) or abrupt close.
+    pub flush_on_close: bool,
+    /// A long-polling GET is waiting for packets.
+    pub get_pending: bool,
+    pub post_pending: bool,
+    /// A WebSocket upgrade is under way.
+    pub upgrading: bool,
+    next_beat: Instant,
+    awaiting_pong: bool,
+}
+
+/// An Engine.IO session. `D` is the data the handler attaches to it.
+pub struct Session<D> {
+    id: Sid,
+    pub data: D,
+    pub(crate) state: Mutex<State>,
+    /// Wakes the writer: the WebSocket task, or the pending polling GET.
+    pub(crate) writer: Notify,
+    /// Wakes the polling driver (close, upgrade).
+    pub(crate) driver: Notify,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    max_buffered: usize,
+}
+
+impl<D> std::fmt::Debug for Session<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).finish()
+    }
+}
+
+impl<D> Session<D> {
+    pub(crate) fn new(
+        id: Sid,
+        data: D,
+        transport: TransportKind,
+        ping_interval: Duration,
+        ping_timeout: Duration,
+        max_buffered: usize,
+    ) -> Self {
+        Session {
+            id,
+            data,
+            state: Mutex::new(State {
+                transport,
+                queue: VecDeque::new(),
+                closing: None,
+                flush_on_close: false,
+                get_pending: false,
+                post_pending: false,
+                upgrading: false,
+                next_beat: Instant::now() + ping_interval,
+                awaiting_pong: false,
+            }),
+            writer: Notify::new(),
+            driver: Notify::new(),
+            ping_interval,
+            ping_timeout,
+            max_buffered,
+        }
+    }
+
+    pub fn id(&self) -> Sid {
+        self.id
+    }
+
+    /// The transport currently carrying the session.
+    pub fn transport(&self) -> TransportKind {
+        self.state.lock().transport
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closing.is_some()
+    }
+
+    /// Queues a pre-encoded packet. Closes the session if its queue is full.
+    pub fn send_frame(&self, frame: Frame) -> Result<(), SessionClosed> {
+        let mut st = self.state.lock();
+        if st.closing.is_some() {
+            return Err(SessionClosed);
+        }
+        if st.queue.len() >= self.max_buffered {
+            drop(st);
+            tracing::debug!(sid = %self.id, "outgoing queue full, closing slow client");
+            self.abort(CloseReason::TransportError);
+            return Err(SessionClosed);
+        }
+        st.queue.push_back(frame);
+        drop(st);
+        self.writer.notify_one();
+        Ok(())
+    }
+
+    /// Queues `frame` only if nothing is waiting to be written (a volatile packet is
+    /// dropped rather than queued behind others). Returns whether it was queued.
+    pub fn send_volatile(&self, frame: Frame) -> bool {
+        let mut st = self.state.lock();
+        if st.closing.is_some() || !st.queue.is_empty() || st.upgrading {
+            return false;
+        }
+        st.queue.push_back(frame);
+        drop(st);
+        self.writer.notify_one();
+        true
+    }
+
+    /// Sends a text message (`4` + `text`).
+    pub fn send_text(&self, text: &str) -> Result<(), SessionClosed> {
+        self.send_frame(Frame::text(PacketType::Message, text.as_bytes()))
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&self, data: &[u8]) -> Result<(), SessionClosed> {
+        self.send_frame(Frame::binary(data))
+    }
+
+    /// Closes the session after flushing what is queued.
+    pub fn close(&self, reason: CloseReason) {
+        self.begin_close(reason, true);
+    }
+
+    /// Closes the session at once, dropping what is queued.
+    pub fn abort(&self, reason: CloseReason) {
+        self.begin_close(reason, false);
+    }
+
+    fn begin_close(&self, reason: CloseReason, flush: bool) {
+        let mut st = self.state.lock();
+        if st.closing.is_some() {
+            return;
+        }
+        st.closing = Some(reason);
+        st.flush_on_close = flush;
+        if !flush {
+            st.queue.clear();
+        }
+        drop(st);
+        self.writer.notify_one();
+        self.driver.notify_one();
+    }
+
+    /// Records a pong.
+    pub(crate) fn on_pong(&self) {
+        let mut st = self.state.lock();
+        st.awaiting_pong = false;
+        st.next_beat = Instant::now() + self.ping_interval;
+    }
+
+    /// Closes the session if its pong is overdue; used when a request arrives, so that a
+    /// late timer never lets a dead session live on.
+    pub(crate) fn check_pong_deadline(&self) -> bool {
+        let late = {
+            let st = self.state.lock();
+            st.awaiting_pong && Instant::now() >= st.next_beat
+        };
+        if late {
+            self.abort(CloseReason::PingTimeout);
+        }
+        late
+    }
+
+    /// Advances the heartbeat at `now`: queues the ping when it is due.
+    pub(crate) fn beat(&self, now: Instant) -> Beat {
+        let mut st = self.state.lock();
+        if now < st.next_beat {
+            return Beat::Wait(st.next_beat);
+        }
+        if st.awaiting_pong {
+            return Beat::TimedOut;
+        }
+        st.awaiting_pong = true;
+        st.next_beat = now + self.ping_timeout;
+        if st.closing.is_none() {
+            st.queue.push_back(Frame::text(PacketType::Ping, b""));
+        }
+        let next = st.next_beat;
+        drop(st);
+        self.writer.notify_one();
+        Beat::PingSent(next)
+    }
+}
+
+impl<D> Session<D> {
+    /// Takes every queued frame (for the writer).
+    pub(crate) fn take_queue(&self, into: &mut VecDeque<Frame>) {
+        let mut st = self.state.lock();
+        if into.is_empty() {
+            std::mem::swap(into, &mut st.queue);
+        } else {
+            into.extend(st.queue.drain(..));
+        }
+        // Give back the memory of a burst so idle sessions stay small.
+        if st.queue.capacity() > 64 {
+            st.queue = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(max: usize) -> Session<()> {
+        Session::new(
+            Sid::new(),
+            (),
+            TransportKind::Polling,
+            Duration::from_millis(100),
+            Duration::from_millis(50),
+            max,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_cycle() {
+        let s = session(10);
+        let start = Instant::now();
+        assert_eq!(
+            s.beat(start),
+            Beat::Wait(start + Duration::from_millis(100))
+        );
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let now = Instant::now();
+        assert_eq!(s.beat(now), Beat::PingSent(now + Duration::from_millis(50)));
+        assert_eq!(s.state.lock().queue.len(), 1);
+        s.on_pong();
+        assert!(matches!(s.beat(Instant::now()), Beat::Wait(_)));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(matches!(s.beat(Instant::now()), Beat::PingSent(_)));
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert_eq!(s.beat(Instant::now()), Beat::TimedOut);
+        assert!(s.check_pong_deadline());
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn bounded_queue_closes_slow_client() {
+        let s = session(2);
+        let f = Frame::text(PacketType::Message, b"x");
+        s.send_frame(f.clone()).unwrap();
+        s.send_frame(f.clone()).unwrap();
+        assert_eq!(s.send_frame(f.clone()), Err(SessionClosed));
+        assert_eq!(s.state.lock().closing, Some(CloseReason::TransportError));
+        assert!(s.state.lock().queue.is_empty());
+    }
+
+    #[test]
+    fn volatile_is_dropped_behind_queue() {
+        let s = session(10);
+        let f = Frame::text(PacketType::Message, b"x");
+        s.send_volatile(f.clone());
+        s.send_volatile(f.clone());
+        assert_eq!(s.state.lock().queue.len(), 1);
+    }
+}

@@ -1,0 +1,233 @@
+//! The Socket.IO side of an Engine.IO session: decoding packets (with their binary
+//! attachments), connecting to namespaces, and dispatching to sockets.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::handshake::ConnInfo;
+use super::packet::{encode_control, DecodeError, Packet, PacketKind};
+use super::server::IoInner;
+use super::socket::{Socket, SocketRef};
+use super::{Data, DisconnectReason};
+use crate::engineio::{CloseReason, EngineHandler, Message, OpenRequest, Session};
+
+/// A binary packet waiting for its attachments.
+struct Partial {
+    packet: Packet,
+    bins: Vec<Bytes>,
+}
+
+/// Per-connection state: the sockets of each joined namespace.
+#[derive(Default)]
+pub struct ClientData {
+    sockets: Mutex<Vec<SocketRef>>,
+    partial: Mutex<Option<Partial>>,
+    conn: OnceLock<Arc<ConnInfo>>,
+}
+
+impl std::fmt::Debug for ClientData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientData")
+            .field("sockets", &self.sockets.lock().len())
+            .finish()
+    }
+}
+
+impl ClientData {
+    /// The connection's sockets, one per namespace.
+    pub fn sockets(&self) -> Vec<SocketRef> {
+        self.sockets.lock().clone()
+    }
+
+    fn socket_of(&self, nsp: &str) -> Option<SocketRef> {
+        self.sockets.lock().iter().find(|s| s.nsp() == nsp).cloned()
+    }
+
+    pub(crate) fn remove(&self, sid: crate::engineio::Sid) {
+        self.sockets.lock().retain(|s| s.id() != sid);
+    }
+}
+
+type Sess = Arc<Session<ClientData>>;
+
+/// The Engine.IO handler of a Socket.IO server.
+pub struct SioHandler {
+    pub(crate) io: Arc<IoInner>,
+}
+
+impl std::fmt::Debug for SioHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SioHandler")
+    }
+}
+
+impl EngineHandler for SioHandler {
+    type Data = ClientData;
+
+    fn on_open(&self, s: &Sess, req: &OpenRequest) {
+        let _ = s.data.conn.set(Arc::new(ConnInfo::from_request(req)));
+        // A client that joins no namespace in time is closed (`connectTimeout`).
+        let weak: Weak<Session<ClientData>> = Arc::downgrade(s);
+        let timeout = self.io.config.connect_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(s) = weak.upgrade() {
+                if s.data.sockets.lock().is_empty() && !s.is_closed() {
+                    tracing::debug!(sid = %s.id(), "no namespace joined in time, closing");
+                    s.close(CloseReason::ForcedClose);
+                }
+            }
+        });
+    }
+
+    fn on_message(&self, s: &Sess, msg: Message) {
+        let res = match msg {
+            Message::Text(t) => self.on_text(s, &t),
+            Message::Binary(b) => self.on_binary(s, b),
+        };
+        if let Err(e) = res {
+            tracing::debug!(sid = %s.id(), error = %e, "invalid Socket.IO packet, closing");
+            // As the reference: the connection closes ("forced close" for its sockets).
+            close_client(s, DisconnectReason::ForcedClose);
+        }
+    }
+
+    fn on_close(&self, s: &Sess, reason: CloseReason) {
+        s.data.partial.lock().take();
+        let reason = DisconnectReason::from(reason);
+        for sock in s.data.sockets() {
+            sock.close(reason);
+        }
+    }
+}
+
+fn close_client(s: &Sess, reason: DisconnectReason) {
+    for sock in s.data.sockets() {
+        sock.close(reason);
+    }
+    s.close(CloseReason::ForcedClose);
+}
+
+impl SioHandler {
+    fn on_text(&self, s: &Sess, t: &[u8]) -> Result<(), DecodeError> {
+        if s.data.partial.lock().is_some() {
+            return Err(DecodeError::UnexpectedText);
+        }
+        // The engine only hands over valid UTF-8 text.
+        let text = std::str::from_utf8(t).map_err(|_| DecodeError::InvalidPayload)?;
+        let packet = Packet::decode(text)?;
+        if packet.attachments > 0 {
+            *s.data.partial.lock() = Some(Partial {
+                packet,
+                bins: Vec::new(),
+            });
+            return Ok(());
+        }
+        if matches!(packet.kind, PacketKind::BinaryEvent | PacketKind::BinaryAck)
+            && !packet.attachments_valid(0)
+        {
+            return Err(DecodeError::IllegalAttachments);
+        }
+        self.dispatch(s, packet, Vec::new());
+        Ok(())
+    }
+
+    fn on_binary(&self, s: &Sess, b: Bytes) -> Result<(), DecodeError> {
+        let done = {
+            let mut guard = s.data.partial.lock();
+            let Some(p) = guard.as_mut() else {
+                return Err(DecodeError::UnexpectedBinary);
+            };
+            p.bins.push(b);
+            if p.bins.len() < p.packet.attachments {
+                return Ok(());
+            }
+            guard.take().expect("checked above")
+        };
+        if !done.packet.attachments_valid(done.bins.len()) {
+            return Err(DecodeError::IllegalAttachments);
+        }
+        self.dispatch(s, done.packet, done.bins);
+        Ok(())
+    }
+
+    fn dispatch(&self, s: &Sess, packet: Packet, bins: Vec<Bytes>) {
+        let socket = s.data.socket_of(&packet.nsp);
+        match (socket, packet.kind) {
+            (None, PacketKind::Connect) => self.connect(s, packet),
+            (Some(sock), PacketKind::Event | PacketKind::BinaryEvent) => {
+                let id = packet.id;
+                if let Some((event, args)) = packet.into_event() {
+                    sock.on_event(event, Data { args, binary: bins }, id);
+                }
+            }
+            (Some(sock), PacketKind::Ack | PacketKind::BinaryAck) => {
+                if let (Some(id), Some(Value::Array(args))) = (packet.id, packet.data) {
+                    sock.on_ack(id, Data { args, binary: bins });
+                }
+            }
+            (Some(sock), PacketKind::Disconnect) => {
+                sock.close(DisconnectReason::ClientNamespaceDisconnect)
+            }
+            (_, kind) => {
+                tracing::debug!(sid = %s.id(), ?kind, nsp = packet.nsp, "packet in invalid state, closing");
+                close_client(s, DisconnectReason::ForcedServerClose);
+            }
+        }
+    }
+
+    fn connect(&self, s: &Sess, packet: Packet) {
+        let nsp = packet.nsp;
+        let Some(ns) = self.io.namespace_for(&nsp) else {
+            let err = json!({ "message": "Invalid namespace" });
+            let _ = s.send_frame(encode_control(PacketKind::ConnectError, &nsp, Some(&err)));
+            return;
+        };
+        let Some(conn) = s.data.conn.get().cloned() else {
+            return;
+        };
+        let auth = packet.data.unwrap_or_else(|| json!({}));
+        let socket = Socket::new(ns.clone(), s.clone(), conn, auth);
+        let middlewares = ns.handlers.middlewares.read().clone();
+        if middlewares.is_empty() {
+            finish_connect(s, socket);
+            return;
+        }
+        let s = s.clone();
+        tokio::spawn(async move {
+            for m in middlewares {
+                if let Err(e) = m(socket.clone()).await {
+                    let mut body = json!({ "message": e.message });
+                    if let Some(d) = e.data {
+                        body["data"] = d;
+                    }
+                    let _ = s.send_frame(encode_control(
+                        PacketKind::ConnectError,
+                        socket.nsp(),
+                        Some(&body),
+                    ));
+                    return;
+                }
+            }
+            finish_connect(&s, socket);
+        });
+    }
+}
+
+/// Registers a socket that passed its middlewares and answers the CONNECT.
+fn finish_connect(s: &Sess, socket: SocketRef) {
+    if s.is_closed() {
+        return;
+    }
+    let ns = socket.ns().clone();
+    ns.adapter().local().insert(socket.clone());
+    s.data.sockets.lock().push(socket.clone());
+    socket.set_connected();
+    let reply = json!({ "sid": socket.id() });
+    let _ = s.send_frame(encode_control(PacketKind::Connect, ns.name(), Some(&reply)));
+    tracing::debug!(sid = %socket.id(), nsp = ns.name(), "socket connected");
+    (ns.handlers.on_connect)(socket);
+}

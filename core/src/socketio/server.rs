@@ -1,0 +1,232 @@
+//! The Socket.IO server: configuration, namespaces (static and dynamic), and the HTTP
+//! entry point.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use parking_lot::RwLock;
+use regex::Regex;
+
+use super::client::SioHandler;
+use super::namespace::{Namespace, NsHandlers};
+use super::socket::SocketRef;
+use super::DisconnectReason;
+use crate::adapter::{AdapterFactory, LocalAdapter, MemoryAdapterFactory};
+use crate::engineio::{CloseReason, Engine, EngineConfig};
+use crate::http::HttpHandler;
+
+/// Socket.IO server options. Defaults are those of socket.io 4.8.
+#[derive(Clone)]
+pub struct SocketIoConfig {
+    /// Engine.IO options; `path` defaults to `/socket.io/` here.
+    pub engine: EngineConfig,
+    /// How long a client may stay without joining a namespace.
+    pub connect_timeout: Duration,
+    /// Builds each namespace's adapter (in-memory by default).
+    pub adapter: Arc<dyn AdapterFactory>,
+}
+
+impl std::fmt::Debug for SocketIoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketIoConfig")
+            .field("engine", &self.engine)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            engine: EngineConfig {
+                path: "/socket.io/".into(),
+                ..EngineConfig::default()
+            },
+            connect_timeout: Duration::from_millis(45_000),
+            adapter: Arc::new(MemoryAdapterFactory),
+        }
+    }
+}
+
+/// Decides whether a namespace name belongs to a dynamic namespace.
+pub type NsMatcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+pub(crate) struct IoInner {
+    pub(crate) config: SocketIoConfig,
+    nsps: RwLock<HashMap<String, Arc<Namespace>>>,
+    parents: RwLock<Vec<(NsMatcher, Arc<NsHandlers>)>>,
+}
+
+impl IoInner {
+    fn create(&self, name: &str, handlers: Arc<NsHandlers>) -> Arc<Namespace> {
+        let adapter = self.config.adapter.create(LocalAdapter::new(name));
+        let ns = Namespace::new(name, adapter.clone(), handlers);
+        let nsp = name.to_owned();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = adapter.init().await {
+                    tracing::error!(nsp, error = %e, "adapter init failed");
+                }
+            });
+        }
+        ns
+    }
+
+    /// The namespace a CONNECT names: a registered one, or a new child of a matching
+    /// dynamic namespace.
+    pub(crate) fn namespace_for(&self, name: &str) -> Option<Arc<Namespace>> {
+        if let Some(ns) = self.nsps.read().get(name) {
+            return Some(ns.clone());
+        }
+        let handlers = self
+            .parents
+            .read()
+            .iter()
+            .find(|(m, _)| m(name))
+            .map(|(_, h)| h.clone())?;
+        let mut nsps = self.nsps.write();
+        if let Some(ns) = nsps.get(name) {
+            return Some(ns.clone());
+        }
+        let ns = self.create(name, handlers);
+        nsps.insert(name.to_owned(), ns.clone());
+        Some(ns)
+    }
+}
+
+/// A Socket.IO server. Cheap to clone.
+#[derive(Clone)]
+pub struct SocketIo {
+    inner: Arc<IoInner>,
+    engine: Arc<Engine<SioHandler>>,
+}
+
+impl std::fmt::Debug for SocketIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketIo")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Default for SocketIo {
+    fn default() -> Self {
+        Self::new(SocketIoConfig::default())
+    }
+}
+
+impl SocketIo {
+    pub fn new(config: SocketIoConfig) -> Self {
+        let engine_config = config.engine.clone();
+        let inner = Arc::new(IoInner {
+            config,
+            nsps: RwLock::new(HashMap::new()),
+            parents: RwLock::new(Vec::new()),
+        });
+        let engine = Engine::new(engine_config, SioHandler { io: inner.clone() });
+        SocketIo { inner, engine }
+    }
+
+    pub fn config(&self) -> &SocketIoConfig {
+        &self.inner.config
+    }
+
+    /// Registers a namespace; `on_connect` runs for each socket that connects to it.
+    pub fn ns<F>(&self, name: &str, on_connect: F) -> Arc<Namespace>
+    where
+        F: Fn(SocketRef) + Send + Sync + 'static,
+    {
+        let ns = self
+            .inner
+            .create(name, NsHandlers::new(Arc::new(on_connect)));
+        self.inner.nsps.write().insert(name.to_owned(), ns.clone());
+        ns
+    }
+
+    /// Registers a dynamic namespace: any name `matcher` accepts becomes a namespace
+    /// with these handlers when a client first connects to it.
+    pub fn dyn_ns<M, F>(&self, matcher: M, on_connect: F) -> Arc<NsHandlers>
+    where
+        M: Fn(&str) -> bool + Send + Sync + 'static,
+        F: Fn(SocketRef) + Send + Sync + 'static,
+    {
+        let h = NsHandlers::new(Arc::new(on_connect));
+        self.inner
+            .parents
+            .write()
+            .push((Arc::new(matcher), h.clone()));
+        h
+    }
+
+    /// A dynamic namespace matched by a regular expression.
+    pub fn dyn_ns_regex<F>(&self, re: Regex, on_connect: F) -> Arc<NsHandlers>
+    where
+        F: Fn(SocketRef) + Send + Sync + 'static,
+    {
+        self.dyn_ns(move |name| re.is_match(name), on_connect)
+    }
+
+    /// A namespace that exists (registered, or a dynamic child already created).
+    pub fn of(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.inner.nsps.read().get(name).cloned()
+    }
+
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.inner.nsps.read().values().cloned().collect()
+    }
+
+    /// The Engine.IO server underneath.
+    pub fn engine(&self) -> &Arc<Engine<SioHandler>> {
+        &self.engine
+    }
+
+    /// Handles a request on the server's path; anything else gets 404.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = &self.inner.config.engine.path;
+        let p = req.uri().path();
+        if p.starts_with(path.as_str()) || p == path.trim_end_matches('/') {
+            self.engine.handle(req).await
+        } else {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"Not Found")));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    }
+
+    /// This server as an [`HttpHandler`] for [`crate::http::serve`].
+    pub fn http_handler(&self) -> HttpHandler {
+        let io = self.clone();
+        Arc::new(move |req| {
+            let io = io.clone();
+            Box::pin(async move { io.handle(req).await })
+        })
+    }
+
+    /// Disconnects every socket with reason `server shutting down`, closes every
+    /// connection (flushing what is queued) and the adapters. Waits up to `grace` for
+    /// the connections to finish.
+    pub async fn close(&self, grace: Duration) {
+        for ns in self.namespaces() {
+            let local = ns.adapter().local();
+            let all = local.fetch_sockets(&Default::default());
+            for info in all {
+                if let Some(s) = local.get(info.id) {
+                    s.close(DisconnectReason::ServerShuttingDown);
+                }
+            }
+        }
+        self.engine.close_all(CloseReason::ServerShutdown);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.engine.session_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for ns in self.namespaces() {
+            ns.adapter().close().await;
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! A socket: one client connected to one namespace.
+//!
+//! Handlers run inline on the connection's task, in packet order, like the reference's
+//! event emitter; a handler that must wait spawns its own task. A socket's per-connection
+//! cost is its handler table (empty maps allocate nothing), its ack table and its data.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::broadcast::{BroadcastOperator, IntoRooms};
+use super::client::ClientData;
+use super::handshake::{ConnInfo, Handshake};
+use super::namespace::Namespace;
+use super::packet::{encode_ack, encode_control, encode_event, Encoded, PacketKind};
+use super::{Data, DisconnectReason};
+use crate::adapter::{AckEvent, SocketInfo};
+use crate::engineio::{CloseReason, Session, Sid};
+
+/// A shared handle to a socket.
+pub type SocketRef = Arc<Socket>;
+
+/// Handles an event: the socket, its arguments, and the ack to answer if the client
+/// asked for one.
+pub type EventHandler = Arc<dyn Fn(&SocketRef, Data, Option<AckSender>) + Send + Sync>;
+/// Sees every incoming event before its handler (`onAny`).
+pub type AnyHandler = Arc<dyn Fn(&SocketRef, &str, &Data) + Send + Sync>;
+/// Runs when the socket disconnects.
+pub type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
+/// Checks or rewrites an incoming event before its handler (`socket.use`); an `Err`
+/// drops the event.
+pub type PacketMiddleware =
+    Arc<dyn Fn(&SocketRef, &str, &mut Data) -> Result<(), String> + Send + Sync>;
+
+#[derive(Default)]
+struct Handlers {
+    events: HashMap<String, EventHandler>,
+    any: Vec<AnyHandler>,
+    disconnecting: Vec<DisconnectHandler>,
+    disconnect: Vec<DisconnectHandler>,
+    middlewares: Vec<PacketMiddleware>,
+}
+
+pub(crate) enum AckWaiter {
+    One(oneshot::Sender<Data>),
+    Many(mpsc::UnboundedSender<AckEvent>),
+}
+
+/// An ack did not come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("operation has timed out")]
+    Timeout,
+    #[error("socket disconnected")]
+    Disconnected,
+}
+
+/// An emit that could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmitError {
+    #[error("\"{0}\" is a reserved event name")]
+    Reserved(String),
+    #[error("socket disconnected")]
+    Disconnected,
+    #[error(transparent)]
+    Adapter(#[from] crate::adapter::AdapterError),
+}
+
+const RESERVED: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+pub(crate) fn check_event(event: &str) -> Result<(), EmitError> {
+    if RESERVED.contains(&event) {
+        return Err(EmitError::Reserved(event.to_owned()));
+    }
+    Ok(())
+}
+
+/// Answers a client's ack; dropping it without sending leaves the client waiting.
+pub struct AckSender {
+    socket: SocketRef,
+    id: u64,
+}
+
+impl std::fmt::Debug for AckSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckSender").field("id", &self.id).finish()
+    }
+}
+
+impl AckSender {
+    pub fn send(self, data: Data) {
+        let enc = encode_ack(self.socket.nsp(), self.id, &data);
+        self.socket.send_encoded(&enc, false);
+    }
+}
+
+/// One client in one namespace.
+pub struct Socket {
+    id: Sid,
+    ns: Arc<Namespace>,
+    pub(crate) session: Arc<Session<ClientData>>,
+    conn: Arc<ConnInfo>,
+    auth: Value,
+    handlers: RwLock<Handlers>,
+    acks: Mutex<HashMap<u64, AckWaiter>>,
+    data: Mutex<Value>,
+    connected: AtomicBool,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("nsp", &self.ns.name())
+            .finish()
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(
+        ns: Arc<Namespace>,
+        session: Arc<Session<ClientData>>,
+        conn: Arc<ConnInfo>,
+        auth: Value,
+    ) -> SocketRef {
+        Arc::new(Socket {
+            id: Sid::new(),
+            ns,
+            session,
+            conn,
+            auth,
+            handlers: RwLock::new(Handlers::default()),
+            acks: Mutex::new(HashMap::new()),
+            data: Mutex::new(Value::Null),
+            connected: AtomicBool::new(false),
+        })
+    }
+
+    pub fn id(&self) -> Sid {
+        self.id
+    }
+
+    pub fn ns(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    pub fn nsp(&self) -> &str {
+        self.ns.name()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The Engine.IO session carrying this socket.
+    pub fn session(&self) -> &Arc<Session<ClientData>> {
+        &self.session
+    }
+
+    /// The CONNECT auth payload.
+    pub fn auth(&self) -> &Value {
+        &self.auth
+    }
+
+    pub fn handshake(&self) -> Handshake {
+        Handshake::build(&self.conn, &self.auth)
+    }
+
+    /// `socket.data`: application state that `fetch_sockets` reports on every node.
+    pub fn data(&self) -> Value {
+        self.data.lock().clone()
+    }
+
+    pub fn set_data(&self, v: Value) {
+        *self.data.lock() = v;
+    }
+
+    /// Registers the handler of an event (replacing any previous one).
+    pub fn on<F>(&self, event: impl Into<String>, f: F)
+    where
+        F: Fn(&SocketRef, Data, Option<AckSender>) + Send + Sync + 'static,
+    {
+        self.handlers
+            .write()
+            .events
+            .insert(event.into(), Arc::new(f));
+    }
+
+    /// Sees every incoming event (`onAny`).
+    pub fn on_any<F>(&self, f: F)
+    where
+        F: Fn(&SocketRef, &str, &Data) + Send + Sync + 'static,
+    {
+        self.handlers.write().any.push(Arc::new(f));
+    }
+
+    /// Runs before the socket leaves its rooms on disconnect.
+    pub fn on_disconnecting<F>(&self, f: F)
+    where
+        F: Fn(&SocketRef, DisconnectReason) + Send + Sync + 'static,
+    {
+        self.handlers.write().disconnecting.push(Arc::new(f));
+    }
+
+    pub fn on_disconnect<F>(&self, f: F)
+    where
+        F: Fn(&SocketRef, DisconnectReason) + Send + Sync + 'static,
+    {
+        self.handlers.write().disconnect.push(Arc::new(f));
+    }
+
+    /// Adds a per-packet middleware (`socket.use`).
+    pub fn use_packet<F>(&self, f: F)
+    where
+        F: Fn(&SocketRef, &str, &mut Data) -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.handlers.write().middlewares.push(Arc::new(f));
+    }
+
+    /// Sends an event to this client.
+    pub fn emit(&self, event: &str, data: Data) -> Result<(), EmitError> {
+        check_event(event)?;
+        if !self.connected() {
+            return Err(EmitError::Disconnected);
+        }
+        self.send_encoded(&encode_event(self.nsp(), event, &data, None), false);
+        Ok(())
+    }
+
+    /// Sends an event and waits up to `timeout` for the client's ack.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        data: Data,
+        timeout: Duration,
+    ) -> Result<Data, AckError> {
+        if check_event(event).is_err() || !self.connected() {
+            return Err(AckError::Disconnected);
+        }
+        let id = self.ns.next_ack_id();
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().insert(id, AckWaiter::One(tx));
+        self.send_encoded(&encode_event(self.nsp(), event, &data, Some(id)), false);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => {
+                self.acks.lock().remove(&id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+
+    pub fn join(&self, rooms: impl IntoRooms) {
+        self.ns.adapter().add_all(self.id, &rooms.into_rooms());
+    }
+
+    pub fn leave(&self, room: &str) {
+        self.ns.adapter().del(self.id, room);
+    }
+
+    /// The socket's rooms, its own id first.
+    pub fn rooms(&self) -> Vec<String> {
+        self.ns.adapter().local().socket_rooms(self.id)
+    }
+
+    /// A broadcast to `rooms` that leaves this socket out.
+    pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.broadcast().to(rooms)
+    }
+
+    /// A broadcast to every other socket of the namespace (`socket.broadcast`).
+    pub fn broadcast(&self) -> BroadcastOperator {
+        self.ns.broadcast_op().except(self.id)
+    }
+
+    /// Disconnects from the namespace; with `close`, closes the whole connection.
+    pub fn disconnect(self: &Arc<Self>, close: bool) {
+        self.disconnect_with(close, DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    pub(crate) fn disconnect_with(self: &Arc<Self>, close: bool, reason: DisconnectReason) {
+        if !self.connected() {
+            return;
+        }
+        let _ = self
+            .session
+            .send_frame(encode_control(PacketKind::Disconnect, self.nsp(), None));
+        if close {
+            for s in self.session.data.sockets() {
+                s.close(reason);
+            }
+            self.session.close(CloseReason::ForcedClose);
+        } else {
+            self.close(reason);
+        }
+    }
+
+    /// Queues an encoded packet (and its attachments) for this client.
+    pub(crate) fn send_encoded(&self, enc: &Encoded, volatile: bool) {
+        if volatile {
+            if !self.session.send_volatile(enc.text.clone()) {
+                return;
+            }
+        } else if self.session.send_frame(enc.text.clone()).is_err() {
+            return;
+        }
+        for b in &enc.binary {
+            if self.session.send_frame(b.clone()).is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn expect_broadcast_ack(&self, id: u64, tx: mpsc::UnboundedSender<AckEvent>) {
+        self.acks.lock().insert(id, AckWaiter::Many(tx));
+    }
+
+    pub(crate) fn info(&self) -> SocketInfo {
+        SocketInfo {
+            id: self.id,
+            handshake: self.handshake(),
+            rooms: self.rooms(),
+            data: self.data(),
+            node: None,
+        }
+    }
+
+    pub(crate) fn set_connected(&self) {
+        self.connected.store(true, Ordering::Release);
+    }
+
+    /// An event from the client.
+    pub(crate) fn on_event(self: &Arc<Self>, event: String, mut data: Data, id: Option<u64>) {
+        let (mws, any, handler) = {
+            let h = self.handlers.read();
+            (
+                (!h.middlewares.is_empty()).then(|| h.middlewares.clone()),
+                (!h.any.is_empty()).then(|| h.any.clone()),
+                h.events.get(&event).cloned(),
+            )
+        };
+        for m in mws.iter().flatten() {
+            if let Err(e) = m(self, &event, &mut data) {
+                tracing::debug!(sid = %self.id, event, error = e, "packet middleware refused event");
+                return;
+            }
+        }
+        for a in any.iter().flatten() {
+            a(self, &event, &data);
+        }
+        if let Some(h) = handler {
+            let ack = id.map(|id| AckSender {
+                socket: self.clone(),
+                id,
+            });
+            h(self, data, ack);
+        }
+    }
+
+    /// An ack from the client.
+    pub(crate) fn on_ack(&self, id: u64, data: Data) {
+        let waiter = self.acks.lock().remove(&id);
+        match waiter {
+            Some(AckWaiter::One(tx)) => {
+                let _ = tx.send(data);
+            }
+            Some(AckWaiter::Many(tx)) => {
+                let _ = tx.send(AckEvent::Ack {
+                    sid: Some(self.id),
+                    data,
+                });
+            }
+            None => tracing::trace!(sid = %self.id, id, "ack for no pending emit"),
+        }
+    }
+
+    /// Leaves the namespace: handlers run, rooms are left, pending acks fail.
+    pub(crate) fn close(self: &Arc<Self>, reason: DisconnectReason) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let disconnecting = self.handlers.read().disconnecting.clone();
+        for h in &disconnecting {
+            h(self, reason);
+        }
+        self.ns.adapter().del_all(self.id);
+        self.ns.adapter().local().remove(self.id);
+        self.session.data.remove(self.id);
+        self.acks.lock().clear();
+        // Taking the handlers breaks the cycles closures make by holding the socket.
+        let handlers = std::mem::take(&mut *self.handlers.write());
+        for h in &handlers.disconnect {
+            h(self, reason);
+        }
+        tracing::debug!(sid = %self.id, nsp = self.nsp(), reason = reason.as_str(), "socket disconnected");
+    }
+}

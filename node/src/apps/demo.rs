@@ -1,0 +1,71 @@
+//! The chat demo of the Socket.IO tutorial, with rooms and a typing indicator.
+//!
+//! Client → server: `join room` (room name), `chat message` `{room, message}`, `typing`
+//! and `stop typing` `{room}`. Server → room: `chat message` `{user, message, timestamp}`;
+//! to the others in the room: `typing` / `stop typing` `{user}`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use skein::{Data, SocketIo, SocketRef};
+
+/// The page served at `/`.
+pub const INDEX_HTML: &str = include_str!("../../demo/index.html");
+
+pub fn register(io: &SocketIo) {
+    io.ns("/", on_connect);
+}
+
+/// The user's name: `auth.username` if given, else a short name from the socket id.
+fn user_of(s: &SocketRef) -> String {
+    match s.auth().get("username").and_then(Value::as_str) {
+        Some(u) if !u.trim().is_empty() => u.trim().chars().take(32).collect(),
+        _ => format!("user-{}", &s.id().as_str()[..5]),
+    }
+}
+
+fn room_of(d: &Data) -> Option<String> {
+    let v = d.args.first()?;
+    let r = v
+        .as_str()
+        .or_else(|| v.get("room").and_then(Value::as_str))?;
+    let r = r.trim();
+    (!r.is_empty() && r.len() <= 64).then(|| r.to_owned())
+}
+
+fn on_connect(s: SocketRef) {
+    let user = user_of(&s);
+    s.set_data(json!({ "user": user }));
+    s.on("join room", |s, d, ack| {
+        let Some(room) = room_of(&d) else { return };
+        s.join(room.as_str());
+        if let Some(a) = ack {
+            a.send(Data::one(json!(room)));
+        }
+    });
+    s.on("chat message", |s, d, _| {
+        let Some(room) = room_of(&d) else { return };
+        if !s.rooms().contains(&room) {
+            return;
+        }
+        let message = d.args[0]
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let message: String = message.chars().take(2000).collect();
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|t| t.as_millis() as u64)
+            .unwrap_or(0);
+        let user = s.data()["user"].clone();
+        let out = json!({ "user": user, "message": message, "timestamp": timestamp });
+        let _ = s.ns().to(room).emit("chat message", Data::one(out));
+    });
+    for ev in ["typing", "stop typing"] {
+        s.on(ev, move |s, d, _| {
+            let Some(room) = room_of(&d) else { return };
+            let user = s.data()["user"].clone();
+            let _ = s.to(room).emit(ev, Data::one(json!({ "user": user })));
+        });
+    }
+}

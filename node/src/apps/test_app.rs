@@ -1,0 +1,231 @@
+//! The test application (tests/CONTRACT.md) and its subset, the bench contract.
+
+use std::time::Duration;
+
+use regex::Regex;
+use serde_json::{json, Value};
+use skein::socketio::{BroadcastOperator, RemoteSocket};
+use skein::{ConnectError, Data, SocketIo, SocketRef};
+
+use super::rooms_of;
+
+/// `echo`, `join` and `pub` on `/`: what every benchmarked server runs.
+pub fn register_bench(io: &SocketIo) {
+    io.ns("/", |s| bench_handlers(&s));
+}
+
+fn bench_handlers(s: &SocketRef) {
+    s.on("echo", |s, d, ack| match ack {
+        Some(a) => a.send(d),
+        None => {
+            let _ = s.emit("echo", d);
+        }
+    });
+    s.on("join", |s, d, ack| {
+        s.join(rooms_of(d.args.first()));
+        if let Some(a) = ack {
+            a.send(Data::new(d.args.into_iter().take(1).collect()));
+        }
+    });
+    s.on("pub", |s, d, _| {
+        if let Some(obj) = d.args.first() {
+            let room = obj.get("room").and_then(Value::as_str).unwrap_or_default();
+            let _ = s.ns().to(room).emit("msg", Data::one(obj.clone()));
+        }
+    });
+}
+
+/// Every namespace and handler of tests/CONTRACT.md.
+pub fn register(io: &SocketIo) {
+    io.ns("/", on_connect);
+    io.ns("/custom", on_connect);
+    let re = Regex::new(r"^/dyn-[a-z0-9]+$").expect("valid regex");
+    io.dyn_ns_regex(re, on_connect);
+    let private = io.ns("/private", on_connect);
+    private.use_middleware(|s: SocketRef| async move {
+        if s.auth().get("token").and_then(Value::as_str) == Some("secret") {
+            Ok(())
+        } else {
+            Err(ConnectError::new("unauthorized").with_data(json!({ "reason": "bad token" })))
+        }
+    });
+}
+
+fn arg(d: &Data) -> Value {
+    d.args.first().cloned().unwrap_or(Value::Null)
+}
+
+fn ms(v: &Value, default: u64) -> Duration {
+    Duration::from_millis(v.as_u64().unwrap_or(default))
+}
+
+/// The operator for `{rooms?, except?}`.
+fn select(s: &SocketRef, o: &Value) -> BroadcastOperator {
+    s.ns()
+        .to(rooms_of(o.get("rooms")))
+        .except(rooms_of(o.get("except")))
+}
+
+fn args_of(o: &Value) -> Data {
+    Data::new(
+        o.get("args")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+fn event_of(o: &Value) -> String {
+    o.get("event")
+        .and_then(Value::as_str)
+        .unwrap_or("event")
+        .to_owned()
+}
+
+fn on_connect(s: SocketRef) {
+    s.set_data(json!({ "auth": s.auth() }));
+    let hs = s.handshake();
+    let _ = s.emit(
+        "hello",
+        Data::one(json!({ "id": s.id(), "nsp": s.nsp(), "auth": s.auth(), "query": hs.query })),
+    );
+    bench_handlers(&s);
+    s.on("leave", |s, d, ack| {
+        for r in rooms_of(d.args.first()) {
+            s.leave(&r);
+        }
+        if let Some(a) = ack {
+            a.send(Data::new(d.args.into_iter().take(1).collect()));
+        }
+    });
+    s.on("rooms", |s, _, ack| {
+        if let Some(a) = ack {
+            a.send(Data::one(json!(s.rooms())));
+        }
+    });
+    s.on("broadcast", |s, d, ack| {
+        let o = arg(&d);
+        let mut op = select(s, &o);
+        if o.get("volatile") == Some(&Value::Bool(true)) {
+            op = op.volatile();
+        }
+        if o.get("local") == Some(&Value::Bool(true)) {
+            op = op.local();
+        }
+        let _ = op.emit(&event_of(&o), args_of(&o));
+        if let Some(a) = ack {
+            a.send(Data::empty());
+        }
+    });
+    s.on("socket-broadcast", |s, d, ack| {
+        let o = arg(&d);
+        let _ = s
+            .broadcast()
+            .to(rooms_of(o.get("rooms")))
+            .emit(&event_of(&o), args_of(&o));
+        if let Some(a) = ack {
+            a.send(Data::empty());
+        }
+    });
+    s.on("server-ack", |s, d, ack| {
+        let o = arg(&d);
+        let s = s.clone();
+        tokio::spawn(async move {
+            let r = s
+                .emit_with_ack(&event_of(&o), args_of(&o), ms(&o["timeout"], 1000))
+                .await;
+            let reply = match r {
+                Ok(d) => json!({ "err": null, "response": d.args }),
+                Err(e) => json!({ "err": e.to_string() }),
+            };
+            if let Some(a) = ack {
+                a.send(Data::one(reply));
+            }
+        });
+    });
+    s.on("broadcast-ack", |s, d, ack| {
+        let o = arg(&d);
+        let op = select(s, &o).timeout(ms(&o["timeout"], 1000));
+        tokio::spawn(async move {
+            let first = |v: Vec<Data>| -> Vec<Value> {
+                v.into_iter()
+                    .map(|d| d.args.into_iter().next().unwrap_or(Value::Null))
+                    .collect()
+            };
+            let reply = match op.emit_with_ack(&event_of(&o), args_of(&o)).await {
+                Ok(v) => json!({ "err": null, "responses": first(v) }),
+                Err(p) => {
+                    json!({ "err": "operation has timed out", "responses": first(p.responses) })
+                }
+            };
+            if let Some(a) = ack {
+                a.send(Data::one(reply));
+            }
+        });
+    });
+    s.on("fetch-sockets", |s, d, ack| {
+        let op = select(s, &arg(&d));
+        tokio::spawn(async move {
+            let mut list: Vec<RemoteSocket> = op.fetch_sockets().await.unwrap_or_default();
+            list.sort_by_key(|r| r.id());
+            let out: Vec<Value> = list
+                .iter()
+                .map(|r| json!({ "id": r.id(), "rooms": r.info.rooms, "data": r.info.data }))
+                .collect();
+            if let Some(a) = ack {
+                a.send(Data::one(Value::Array(out)));
+            }
+        });
+    });
+    s.on("sockets-join", |s, d, ack| {
+        let o = arg(&d);
+        let _ = select(s, &o).sockets_join(rooms_of(o.get("join")));
+        if let Some(a) = ack {
+            a.send(Data::empty());
+        }
+    });
+    s.on("sockets-leave", |s, d, ack| {
+        let o = arg(&d);
+        let _ = select(s, &o).sockets_leave(rooms_of(o.get("leave")));
+        if let Some(a) = ack {
+            a.send(Data::empty());
+        }
+    });
+    s.on("disconnect-sockets", |s, d, ack| {
+        let o = arg(&d);
+        let close = o.get("close") == Some(&Value::Bool(true));
+        // Answer first: the caller may be among the disconnected.
+        if let Some(a) = ack {
+            a.send(Data::empty());
+        }
+        let _ = select(s, &o).disconnect_sockets(close);
+    });
+    s.on("remote-emit", |s, d, ack| {
+        let o = arg(&d);
+        let op = select(s, &o);
+        tokio::spawn(async move {
+            let list = op.fetch_sockets().await.unwrap_or_default();
+            for r in &list {
+                let _ = r.emit(&event_of(&o), args_of(&o));
+            }
+            if let Some(a) = ack {
+                a.send(Data::one(json!(list.len())));
+            }
+        });
+    });
+    s.on("disconnect-me", |s, d, _| {
+        s.disconnect(arg(&d) == Value::Bool(true));
+    });
+    s.on("set-data", |s, d, ack| {
+        s.set_data(arg(&d));
+        if let Some(a) = ack {
+            a.send(Data::empty());
+        }
+    });
+    s.on_disconnect(|s, reason| {
+        let _ = s.ns().to("observers").emit(
+            "left",
+            Data::one(json!({ "id": s.id(), "nsp": s.nsp(), "reason": reason.as_str() })),
+        );
+    });
+}

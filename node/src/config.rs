@@ -1,0 +1,280 @@
+//! Configuration: a TOML file (`--config`), then `SKEIN_*` environment variables, then
+//! flags; flags win over the environment, which wins over the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+use skein::engineio::{CookieConfig, CorsConfig, CorsOrigin, TransportKind};
+use skein::{EngineConfig, SocketIoConfig};
+
+/// A Socket.IO node. Every option can also be set in the TOML file given by --config
+/// (same names, with underscores: `ping_interval = 25000`) and in the environment
+/// (`SKEIN_PING_INTERVAL=25000`). Flags win over the environment, which wins over the file.
+#[derive(Debug, Parser, Default)]
+#[command(name = "skein", version, about, long_about = None)]
+pub struct Flags {
+    /// TOML configuration file.
+    #[arg(long, env = "SKEIN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0].
+    #[arg(long, env = "SKEIN_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 3000].
+    #[arg(long, env = "SKEIN_PORT")]
+    pub port: Option<u16>,
+    /// Path of the Socket.IO endpoint [default: /socket.io/].
+    #[arg(long, env = "SKEIN_PATH")]
+    pub path: Option<String>,
+    /// Milliseconds between server pings [default: 25000].
+    #[arg(long, env = "SKEIN_PING_INTERVAL")]
+    pub ping_interval: Option<u64>,
+    /// Milliseconds a client has to answer a ping [default: 20000].
+    #[arg(long, env = "SKEIN_PING_TIMEOUT")]
+    pub ping_timeout: Option<u64>,
+    /// Milliseconds a polling → WebSocket upgrade may take [default: 10000].
+    #[arg(long, env = "SKEIN_UPGRADE_TIMEOUT")]
+    pub upgrade_timeout: Option<u64>,
+    /// Largest message or polling body in bytes (maxHttpBufferSize) [default: 1000000].
+    #[arg(long, env = "SKEIN_MAX_PAYLOAD")]
+    pub max_payload: Option<usize>,
+    /// Milliseconds a client may stay without joining a namespace [default: 45000].
+    #[arg(long, env = "SKEIN_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<u64>,
+    /// Transports, comma-separated: polling,websocket [default: polling,websocket].
+    #[arg(long, env = "SKEIN_TRANSPORTS", value_delimiter = ',')]
+    pub transports: Option<Vec<String>>,
+    /// CORS origins allowed for polling, comma-separated; `*` allows any [default: none].
+    #[arg(long, env = "SKEIN_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Send Access-Control-Allow-Credentials with CORS [default: false].
+    #[arg(long, env = "SKEIN_CORS_CREDENTIALS")]
+    pub cors_credentials: Option<bool>,
+    /// Set the `io` cookie for cookie-based sticky sessions [default: false].
+    #[arg(long, env = "SKEIN_COOKIE")]
+    pub cookie: Option<bool>,
+    /// Compress polling responses of 1024 bytes or more [default: true].
+    #[arg(long, env = "SKEIN_HTTP_COMPRESSION")]
+    pub http_compression: Option<bool>,
+    /// Packets queued for one client before it is dropped as too slow [default: 4096].
+    #[arg(long, env = "SKEIN_MAX_BUFFERED_PACKETS")]
+    pub max_buffered_packets: Option<usize>,
+    /// Milliseconds given to connections to finish on shutdown [default: 5000].
+    #[arg(long, env = "SKEIN_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
+    /// Log filter, e.g. `info` or `skein=debug` [default: info].
+    #[arg(long, env = "SKEIN_LOG")]
+    pub log: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "SKEIN_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Serve the chat demo at `/`.
+    #[arg(long, env = "SKEIN_DEMO")]
+    pub demo: bool,
+    /// Register the benchmark handlers (`echo`, `join`, `pub`).
+    #[arg(long, env = "SKEIN_BENCH_HANDLERS")]
+    pub bench_handlers: bool,
+    /// Register the test application of tests/CONTRACT.md.
+    #[arg(long, env = "SKEIN_TEST_HANDLERS")]
+    pub test_handlers: bool,
+    /// The official client bundle served at <path>socket.io.js
+    /// [default: node/demo/node_modules/socket.io-client/dist/socket.io.min.js].
+    #[arg(long, env = "SKEIN_CLIENT_BUNDLE")]
+    pub client_bundle: Option<PathBuf>,
+}
+
+/// The same options as read from the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    host: Option<String>,
+    port: Option<u16>,
+    path: Option<String>,
+    ping_interval: Option<u64>,
+    ping_timeout: Option<u64>,
+    upgrade_timeout: Option<u64>,
+    max_payload: Option<usize>,
+    connect_timeout: Option<u64>,
+    transports: Option<Vec<String>>,
+    cors_origins: Option<Vec<String>>,
+    cors_credentials: Option<bool>,
+    cookie: Option<bool>,
+    http_compression: Option<bool>,
+    max_buffered_packets: Option<usize>,
+    shutdown_grace: Option<u64>,
+    log: Option<String>,
+    log_format: Option<String>,
+    demo: Option<bool>,
+    bench_handlers: Option<bool>,
+    test_handlers: Option<bool>,
+    client_bundle: Option<PathBuf>,
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub io: SocketIoConfig,
+    pub shutdown_grace: Duration,
+    pub log: String,
+    pub log_json: bool,
+    pub demo: bool,
+    pub bench_handlers: bool,
+    pub test_handlers: bool,
+    pub client_bundle: Option<PathBuf>,
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+impl Config {
+    pub fn load(flags: Flags) -> Result<Config> {
+        let file = match &flags.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        macro_rules! pick {
+            ($name:ident, $default:expr) => {
+                flags.$name.or(file.$name).unwrap_or($default)
+            };
+        }
+        let path = pick!(path, "/socket.io/".to_owned());
+        if !path.starts_with('/') {
+            bail!("path must start with '/', got {path:?}");
+        }
+        let path = if path.ends_with('/') {
+            path
+        } else {
+            format!("{path}/")
+        };
+        let ms = |v: u64, name: &str| -> Result<Duration> {
+            if v == 0 {
+                bail!("{name} must be greater than 0");
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let transports = pick!(transports, vec!["polling".into(), "websocket".into()])
+            .iter()
+            .map(|t| {
+                TransportKind::parse(t.trim()).with_context(|| {
+                    format!("unknown transport {t:?} (expected polling or websocket)")
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if transports.is_empty() {
+            bail!("at least one transport is needed");
+        }
+        let cors = flags
+            .cors_origins
+            .or(file.cors_origins)
+            .map(|origins| CorsConfig {
+                origin: if origins.iter().any(|o| o == "*") {
+                    CorsOrigin::Any
+                } else {
+                    CorsOrigin::List(origins)
+                },
+                credentials: flags
+                    .cors_credentials
+                    .or(file.cors_credentials)
+                    .unwrap_or(false),
+            });
+        let max_payload = pick!(max_payload, 1_000_000);
+        if max_payload == 0 {
+            bail!("max_payload must be greater than 0");
+        }
+        let engine = EngineConfig {
+            path,
+            ping_interval: ms(pick!(ping_interval, 25_000), "ping_interval")?,
+            ping_timeout: ms(pick!(ping_timeout, 20_000), "ping_timeout")?,
+            upgrade_timeout: ms(pick!(upgrade_timeout, 10_000), "upgrade_timeout")?,
+            max_payload,
+            transports,
+            allow_upgrades: true,
+            cors,
+            cookie: pick!(cookie, false).then(CookieConfig::default),
+            allow_request: None,
+            http_compression_threshold: pick!(http_compression, true).then_some(1024),
+            max_buffered_packets: pick!(max_buffered_packets, 4096).max(1),
+        };
+        let log_format = pick!(log_format, "text".to_owned());
+        if log_format != "text" && log_format != "json" {
+            bail!("log_format must be text or json, got {log_format:?}");
+        }
+        Ok(Config {
+            host: pick!(host, "0.0.0.0".to_owned()),
+            port: pick!(port, 3000),
+            io: SocketIoConfig {
+                engine,
+                connect_timeout: ms(pick!(connect_timeout, 45_000), "connect_timeout")?,
+                ..SocketIoConfig::default()
+            },
+            shutdown_grace: Duration::from_millis(pick!(shutdown_grace, 5_000)),
+            log: pick!(log, "info".to_owned()),
+            log_json: log_format == "json",
+            demo: flags.demo || file.demo.unwrap_or(false),
+            bench_handlers: flags.bench_handlers || file.bench_handlers.unwrap_or(false),
+            test_handlers: flags.test_handlers || file.test_handlers.unwrap_or(false),
+            client_bundle: flags.client_bundle.or(file.client_bundle),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config> {
+        let mut v = vec!["skein"];
+        v.extend_from_slice(args);
+        Config::load(Flags::try_parse_from(v)?)
+    }
+
+    #[test]
+    fn defaults_match_reference() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.io.engine.path, "/socket.io/");
+        assert_eq!(c.io.engine.ping_interval, Duration::from_secs(25));
+        assert_eq!(c.io.engine.ping_timeout, Duration::from_secs(20));
+        assert_eq!(c.io.engine.max_payload, 1_000_000);
+        assert_eq!(c.io.connect_timeout, Duration::from_secs(45));
+        assert!(c.io.engine.cors.is_none());
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = std::env::temp_dir().join(format!("skein-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "port = 4000\nping_interval = 1000\ntransports = [\"websocket\"]\n",
+        )
+        .unwrap();
+        let c = load(&["--config", f.to_str().unwrap(), "--port", "5000"]).unwrap();
+        assert_eq!(c.port, 5000);
+        assert_eq!(c.io.engine.ping_interval, Duration::from_secs(1));
+        assert_eq!(c.io.engine.transports, vec![TransportKind::Websocket]);
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        let e = load(&["--transports", "carrier-pigeon"]).unwrap_err();
+        assert!(e.to_string().contains("unknown transport"), "{e}");
+        let e = load(&["--ping-interval", "0"]).unwrap_err();
+        assert!(e.to_string().contains("ping_interval"), "{e}");
+        let dir = std::env::temp_dir().join(format!("skein-cfg-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "prot = 1\n").unwrap();
+        let e = load(&["--config", f.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
+        assert!(load(&["--config", "/nonexistent/skein.toml"]).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! `skein`: a Socket.IO node.
+//!
+//! Reads its configuration (see `config`), builds the Socket.IO server from the library,
+//! registers the chosen application, serves HTTP, and shuts down gracefully on SIGTERM or
+//! Ctrl-C: it stops accepting, disconnects every socket with `server shutting down`,
+//! flushes and closes the connections, then exits 0.
+
+mod apps;
+mod config;
+mod web;
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use skein::SocketIo;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Flags};
+
+fn main() -> std::process::ExitCode {
+    let flags = Flags::parse();
+    let config = match Config::load(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skein: configuration error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logs(&config);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skein: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("skein: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(c: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&c.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if c.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(config: Config) -> Result<()> {
+    let io = SocketIo::new(config.io.clone());
+    if config.test_handlers {
+        apps::test_app::register(&io);
+    } else if config.bench_handlers {
+        apps::test_app::register_bench(&io);
+    } else if config.demo {
+        apps::demo::register(&io);
+    } else {
+        // A bare node: the main namespace accepts sockets; applications drive them
+        // through the cluster (gRPC API, adapters).
+        io.ns("/", |_| {});
+    }
+    let handler = web::handler(&io, &config)?;
+    let addr: SocketAddr = format!("{}:{}", config.host, config.port)
+        .parse()
+        .or_else(|_| {
+            std::net::ToSocketAddrs::to_socket_addrs(&(config.host.as_str(), config.port))
+                .ok()
+                .and_then(|mut a| a.next())
+                .context("no address")
+        })
+        .with_context(|| format!("invalid listen address {}:{}", config.host, config.port))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, path = %config.io.engine.path, "skein node started");
+    // Tests and scripts wait for this exact line.
+    println!("listening on {local}");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = config.shutdown_grace;
+    let server = tokio::spawn(skein::http::serve(
+        listener,
+        handler,
+        async {
+            let _ = stop_rx.await;
+        },
+        grace,
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(());
+    io.close(grace).await;
+    let _ = tokio::time::timeout(grace, server).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

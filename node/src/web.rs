@@ -1,0 +1,88 @@
+//! The node's HTTP routes besides Socket.IO: the demo page and the client bundle.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::Full;
+use skein::http::HttpHandler;
+use skein::SocketIo;
+
+use crate::apps::demo::INDEX_HTML;
+use crate::config::Config;
+
+/// Where the official client bundle is looked for when no path is configured: the
+/// demo's own npm install, relative to the working directory and to this crate.
+fn bundle_candidates() -> Vec<PathBuf> {
+    let rel = "node_modules/socket.io-client/dist/socket.io.min.js";
+    vec![
+        PathBuf::from("node/demo").join(rel),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("demo")
+            .join(rel),
+    ]
+}
+
+fn load_bundle(config: &Config) -> Result<Option<Bytes>> {
+    if let Some(p) = &config.client_bundle {
+        let b = std::fs::read(p)
+            .map_err(|e| anyhow::anyhow!("cannot read client bundle {}: {e}", p.display()))?;
+        return Ok(Some(Bytes::from(b)));
+    }
+    for p in bundle_candidates() {
+        if let Ok(b) = std::fs::read(&p) {
+            tracing::debug!(path = %p.display(), "serving the official client bundle");
+            return Ok(Some(Bytes::from(b)));
+        }
+    }
+    if config.demo {
+        tracing::warn!(
+            "the official client bundle was not found: run `npm ci --prefix node/demo` or pass --client-bundle"
+        );
+    }
+    Ok(None)
+}
+
+fn respond(status: StatusCode, ctype: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, ctype)
+        .body(Full::new(body))
+        .expect("static response parts are valid")
+}
+
+pub fn handler(io: &SocketIo, config: &Config) -> Result<HttpHandler> {
+    let bundle = load_bundle(config)?;
+    let demo = config.demo;
+    let path = config.io.engine.path.clone();
+    let io = io.clone();
+    Ok(Arc::new(move |req| {
+        let io = io.clone();
+        let p = req.uri().path();
+        let is_bundle = p
+            .strip_prefix(path.as_str())
+            .is_some_and(|rest| rest == "socket.io.js" || rest == "socket.io.min.js");
+        if is_bundle {
+            let r = match &bundle {
+                Some(b) => respond(StatusCode::OK, "application/javascript", b.clone()),
+                None => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    Bytes::from_static(b"client bundle not installed"),
+                ),
+            };
+            return Box::pin(async move { r });
+        }
+        if demo && (p == "/" || p == "/index.html") {
+            let r = respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                Bytes::from_static(INDEX_HTML.as_bytes()),
+            );
+            return Box::pin(async move { r });
+        }
+        Box::pin(async move { io.handle(req).await })
+    }))
+}
