@@ -55,8 +55,11 @@ pub(crate) async fn get<H: EngineHandler>(
         {
             let mut st = s.state.lock();
             if st.transport != TransportKind::Polling {
-                // Upgraded while this GET waited: release it with a noop.
+                // Upgraded while this GET waited: release it with a noop, and pass on
+                // the wake-up it may have taken from the WebSocket task.
                 body.push(b'0' + PacketType::Noop as u8);
+                drop(st);
+                s.writer.notify_one();
                 break;
             }
             if !st.queue.is_empty() || st.closing.is_some() {
@@ -69,6 +72,7 @@ pub(crate) async fn get<H: EngineHandler>(
                     }
                     body.push(b'0' + PacketType::Close as u8);
                     st.get_pending = false;
+                    st.close_delivered = true;
                     drop(st);
                     s.driver.notify_one();
                 }
@@ -77,6 +81,7 @@ pub(crate) async fn get<H: EngineHandler>(
         }
         notified.await;
     }
+    tracing::trace!(sid = %s.id(), body = %String::from_utf8_lossy(&body), "polling GET");
     payload_response(body, headers, engine.config.http_compression_threshold)
 }
 
@@ -121,6 +126,7 @@ pub(crate) async fn post<H: EngineHandler>(
             return empty(StatusCode::BAD_REQUEST);
         }
     };
+    tracing::trace!(sid = %s.id(), body = %String::from_utf8_lossy(&body), "polling POST");
     for p in Packet::decode_payload(body) {
         match p {
             Ok(p) => {
@@ -193,11 +199,7 @@ pub(crate) async fn drive<H: EngineHandler>(engine: Arc<Engine<H>>, s: Arc<Sessi
         let notified = s.driver.notified();
         let (transport, closing, flushed) = {
             let st = s.state.lock();
-            (
-                st.transport,
-                st.closing,
-                st.queue.is_empty() && !st.get_pending,
-            )
+            (st.transport, st.closing, st.close_delivered)
         };
         if transport != TransportKind::Polling {
             return;
@@ -206,7 +208,8 @@ pub(crate) async fn drive<H: EngineHandler>(engine: Arc<Engine<H>>, s: Arc<Sessi
         if closing.is_some() {
             let since = *closing_since.get_or_insert_with(Instant::now);
             let graceful = s.state.lock().flush_on_close;
-            // A graceful close lets a GET collect the last packets and the close packet.
+            // A graceful close waits for a GET to collect the last packets and the
+            // close packet, as the reference does, for at most `close_grace`.
             if !graceful || flushed || since.elapsed() >= close_grace {
                 engine.finish(&s);
                 return;

@@ -117,6 +117,10 @@ impl<H: EngineHandler> Engine<H> {
             if session.check_pong_deadline() {
                 return err(HttpError::UnknownSid);
             }
+            // Every request of a session speaks the protocol it opened with.
+            if query_param(query, "EIO").as_deref() != Some("4") {
+                return err(HttpError::BadRequest);
+            }
             if upgrade {
                 if transport != TransportKind::Websocket
                     || !self.config.allow_upgrades
@@ -139,7 +143,8 @@ impl<H: EngineHandler> Engine<H> {
         if req.method() != Method::GET {
             return err(HttpError::BadHandshakeMethod);
         }
-        if transport == TransportKind::Websocket && !upgrade {
+        // A WebSocket handshake must name the websocket transport, and the reverse.
+        if (transport == TransportKind::Websocket) != upgrade {
             return err(HttpError::BadRequest);
         }
         if let Some(allow) = &self.config.allow_request {

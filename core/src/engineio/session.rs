@@ -80,6 +80,8 @@ pub(crate) struct State {
     pub post_pending: bool,
     /// A WebSocket upgrade is under way.
     pub upgrading: bool,
+    /// A polling GET carried the close packet: a graceful close is complete.
+    pub close_delivered: bool,
     next_beat: Instant,
     awaiting_pong: bool,
 }
@@ -124,6 +126,7 @@ impl<D> Session<D> {
                 get_pending: false,
                 post_pending: false,
                 upgrading: false,
+                close_delivered: false,
                 next_beat: Instant::now() + ping_interval,
                 awaiting_pong: false,
             }),

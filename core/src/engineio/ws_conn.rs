@@ -21,6 +21,8 @@ use super::{Engine, EngineHandler, TransportKind};
 
 const READ_CHUNK: usize = 4096;
 const MAX_IOV: usize = 64;
+/// How often a pending GET gets a noop during an upgrade.
+const NOOP_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 struct Conn {
     stream: TcpStream,
@@ -142,7 +144,7 @@ pub(crate) async fn run_fresh<H: EngineHandler>(
     leftover: Bytes,
 ) {
     let mut conn = Conn::new(stream, leftover);
-    drive(&engine, &s, &mut conn).await;
+    drive(&engine, &s, &mut conn, Vec::new()).await;
 }
 
 /// Runs the upgrade of a polling session, then the session itself if it succeeds.
@@ -153,8 +155,8 @@ pub(crate) async fn run_upgrade<H: EngineHandler>(
     leftover: Bytes,
 ) {
     let mut conn = Conn::new(stream, leftover);
-    if upgrade(&engine, &s, &mut conn).await {
-        drive(&engine, &s, &mut conn).await;
+    if let Some(rest) = upgrade(&engine, &s, &mut conn).await {
+        drive(&engine, &s, &mut conn, rest).await;
     } else {
         s.state.lock().upgrading = false;
         conn.close_with(1000).await;
@@ -162,31 +164,33 @@ pub(crate) async fn run_upgrade<H: EngineHandler>(
 }
 
 /// The probe exchange: `2probe` → `3probe` (and a noop to release the pending GET),
-/// then `5`, within `upgrade_timeout`.
+/// then `5`, within `upgrade_timeout`. On success, returns the messages that came
+/// right after `5` in the same read: they belong to the session.
 async fn upgrade<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
     s: &Arc<Session<H::Data>>,
     conn: &mut Conn,
-) -> bool {
+) -> Option<Vec<WsMessage>> {
     let deadline = Instant::now() + engine.config.upgrade_timeout;
     let max = engine.config.max_payload;
     let mut probed = false;
     // Bytes already received with the upgrade request are decoded first.
     let mut pending = match conn.decode(max) {
         Ok(Read::Messages(m)) => m,
-        _ => return false,
+        _ => return None,
     };
     loop {
-        for m in pending.drain(..) {
+        let mut msgs = std::mem::take(&mut pending).into_iter();
+        while let Some(m) = msgs.next() {
             let WsMessage::Text(t) = m else {
-                return false;
+                return None;
             };
             match Packet::decode_text(t) {
                 Ok(Packet::Ping(p)) if &p[..] == b"probe" && !probed => {
                     {
                         let mut st = s.state.lock();
                         if st.upgrading || st.transport != TransportKind::Polling {
-                            return false;
+                            return None;
                         }
                         st.upgrading = true;
                     }
@@ -198,38 +202,54 @@ async fn upgrade<H: EngineHandler>(
                 }
                 Ok(Packet::Upgrade) if probed => {
                     {
+                        // A session closing gracefully still upgrades: the WebSocket
+                        // flushes what is queued, then closes.
                         let mut st = s.state.lock();
-                        if st.closing.is_some() {
-                            return false;
+                        if st.closing.is_some() && !st.flush_on_close {
+                            return None;
                         }
                         st.transport = TransportKind::Websocket;
                         st.upgrading = false;
                     }
+                    // Release a waiting GET, and leave a wake-up for this task.
+                    s.writer.notify_waiters();
                     s.writer.notify_one();
                     s.driver.notify_one();
                     tracing::debug!(sid = %s.id(), "upgraded to websocket");
-                    return true;
+                    return Some(msgs.collect());
                 }
-                _ => return false,
+                _ => return None,
             }
         }
         if conn.write().is_err() || s.is_closed() {
-            return false;
+            return None;
         }
+        let noop_due = tokio::time::Instant::now() + NOOP_EVERY;
         tokio::select! {
             r = conn.stream.readable() => {
-                if r.is_err() { return false; }
+                if r.is_err() { return None; }
                 match conn.read(max) {
                     Ok(Read::Messages(m)) => pending = m,
-                    _ => return false,
+                    _ => return None,
                 }
             }
             w = conn.stream.writable(), if !conn.out.is_empty() => {
-                if w.is_err() { return false; }
+                if w.is_err() { return None; }
+            }
+            // While the probe waits for `5`, keep releasing polling GETs, as the
+            // reference does, so the client can finish pausing its polling.
+            _ = tokio::time::sleep_until(noop_due), if probed => {
+                let idle_get = {
+                    let st = s.state.lock();
+                    st.get_pending && st.queue.is_empty()
+                };
+                if idle_get {
+                    let _ = s.send_frame(Frame::text(PacketType::Noop, b""));
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::debug!(sid = %s.id(), "upgrade timed out");
-                return false;
+                return None;
             }
         }
     }
@@ -240,11 +260,17 @@ async fn drive<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
     s: &Arc<Session<H::Data>>,
     conn: &mut Conn,
+    early: Vec<WsMessage>,
 ) {
     let max = engine.config.max_payload;
     let sleep = tokio::time::sleep_until(Instant::now());
     tokio::pin!(sleep);
     let mut code = 1000u16;
+    for m in early {
+        if !on_message(engine, s, conn, m) {
+            break;
+        }
+    }
     loop {
         // Drain the session queue into the socket's write list.
         if conn.out.is_empty() {
@@ -320,6 +346,7 @@ fn on_message<H: EngineHandler>(
     conn: &mut Conn,
     m: WsMessage,
 ) -> bool {
+    tracing::trace!(sid = %s.id(), message = ?m, "websocket message");
     match m {
         WsMessage::Text(t) => match Packet::decode_text(t) {
             Ok(p) => engine.on_packet(s, p),

@@ -66,13 +66,16 @@ fn select(s: &SocketRef, o: &Value) -> BroadcastOperator {
         .except(rooms_of(o.get("except")))
 }
 
-fn args_of(o: &Value) -> Data {
-    Data::new(
-        o.get("args")
+/// The `args` of a request, with the attachments its placeholders point to.
+fn args_of(o: &Value, d: &Data) -> Data {
+    Data {
+        args: o
+            .get("args")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default(),
-    )
+        binary: d.binary.clone(),
+    }
 }
 
 fn event_of(o: &Value) -> String {
@@ -112,7 +115,7 @@ fn on_connect(s: SocketRef) {
         if o.get("local") == Some(&Value::Bool(true)) {
             op = op.local();
         }
-        let _ = op.emit(&event_of(&o), args_of(&o));
+        let _ = op.emit(&event_of(&o), args_of(&o, &d));
         if let Some(a) = ack {
             a.send(Data::empty());
         }
@@ -122,7 +125,7 @@ fn on_connect(s: SocketRef) {
         let _ = s
             .broadcast()
             .to(rooms_of(o.get("rooms")))
-            .emit(&event_of(&o), args_of(&o));
+            .emit(&event_of(&o), args_of(&o, &d));
         if let Some(a) = ack {
             a.send(Data::empty());
         }
@@ -132,14 +135,18 @@ fn on_connect(s: SocketRef) {
         let s = s.clone();
         tokio::spawn(async move {
             let r = s
-                .emit_with_ack(&event_of(&o), args_of(&o), ms(&o["timeout"], 1000))
+                .emit_with_ack(&event_of(&o), args_of(&o, &d), ms(&o["timeout"], 1000))
                 .await;
+            // The ack's placeholders keep pointing at its attachments once nested.
             let reply = match r {
-                Ok(d) => json!({ "err": null, "response": d.args }),
-                Err(e) => json!({ "err": e.to_string() }),
+                Ok(d) => Data {
+                    args: vec![json!({ "err": null, "response": d.args })],
+                    binary: d.binary,
+                },
+                Err(e) => Data::one(json!({ "err": e.to_string() })),
             };
             if let Some(a) = ack {
-                a.send(Data::one(reply));
+                a.send(reply);
             }
         });
     });
@@ -152,7 +159,7 @@ fn on_connect(s: SocketRef) {
                     .map(|d| d.args.into_iter().next().unwrap_or(Value::Null))
                     .collect()
             };
-            let reply = match op.emit_with_ack(&event_of(&o), args_of(&o)).await {
+            let reply = match op.emit_with_ack(&event_of(&o), args_of(&o, &d)).await {
                 Ok(v) => json!({ "err": null, "responses": first(v) }),
                 Err(p) => {
                     json!({ "err": "operation has timed out", "responses": first(p.responses) })
@@ -206,7 +213,7 @@ fn on_connect(s: SocketRef) {
         tokio::spawn(async move {
             let list = op.fetch_sockets().await.unwrap_or_default();
             for r in &list {
-                let _ = r.emit(&event_of(&o), args_of(&o));
+                let _ = r.emit(&event_of(&o), args_of(&o, &d));
             }
             if let Some(a) = ack {
                 a.send(Data::one(json!(list.len())));
