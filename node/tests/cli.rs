@@ -1,0 +1,140 @@
+//! The `skein` binary as a process: configuration precedence, clear errors for bad
+//! configuration, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn skein() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_skein"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SKEIN_") {
+            c.env_remove(k);
+        }
+    }
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+/// Starts a node and returns it with the address it printed.
+fn start(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd.spawn().expect("skein starts");
+    let out = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("reads stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+fn fails_with(args: &[&str], env: &[(&str, &str)], needle: &str) {
+    let mut c = skein();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("skein runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err}"
+    );
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    fails_with(
+        &["--transports", "pigeon"],
+        &[],
+        "unknown transport \"pigeon\"",
+    );
+    fails_with(
+        &["--ping-interval", "0"],
+        &[],
+        "ping_interval must be greater than 0",
+    );
+    fails_with(
+        &["--config", "/nonexistent/skein.toml"],
+        &[],
+        "cannot read config file",
+    );
+    fails_with(&["--port", "seventy"], &[], "invalid value 'seventy'");
+    fails_with(&[], &[("SKEIN_PORT", "99999")], "invalid value '99999'");
+    let dir = std::env::temp_dir().join(format!("skein-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.toml");
+    std::fs::write(&f, "port = \"x\"\n").unwrap();
+    fails_with(
+        &["--config", f.to_str().unwrap()],
+        &[],
+        "invalid config file",
+    );
+    fails_with(
+        &["--log-format", "xml"],
+        &[],
+        "log_format must be text or json",
+    );
+}
+
+#[test]
+fn flags_win_over_env_which_wins_over_file() {
+    let dir = std::env::temp_dir().join(format!("skein-cli-prec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("node.toml");
+    std::fs::write(&f, "host = \"127.0.0.2\"\nport = 1\n").unwrap();
+    // File alone: host from the file; env overrides the port; the flag overrides the host.
+    let mut c = skein();
+    c.args(["--config", f.to_str().unwrap(), "--host", "127.0.0.1"])
+        .env("SKEIN_PORT", "0")
+        .env("SKEIN_HOST", "127.0.0.3");
+    let (mut child, addr) = start(c);
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_ne!(addr, "127.0.0.1:1");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut c = skein();
+    c.args(["--config", f.to_str().unwrap()])
+        .env("SKEIN_PORT", "0");
+    let (mut child, addr) = start(c);
+    assert!(addr.starts_with("127.0.0.2:"), "{addr}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn busy_port_fails_and_sigterm_exits_zero() {
+    let mut c = skein();
+    c.args(["--host", "127.0.0.1", "--port", "0"]);
+    let (mut child, addr) = start(c);
+    let port = addr.rsplit(':').next().unwrap();
+    let out = skein()
+        .args(["--host", "127.0.0.1", "--port", port])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+}

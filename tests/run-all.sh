@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run` calls exactly this):
+#   services → lints → Rust tests (unit, fuzz, cross-process) → official-client tests
+#   (Node, raw protocol, headless Chromium) → a tiny run of every bench scenario.
+# Every step is bounded in time; the first failure stops the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "services"
+bash tests/services.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets --quiet
+
+step "Rust tests"
+SKEIN_FUZZ_SECS=${SKEIN_FUZZ_SECS:-5} timeout 900 cargo test --workspace
+
+step "official client, raw protocol and browser tests"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+(cd node/demo && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests/js && SKEIN_BIN="$PWD/../../target/debug/skein" SKEIN_REQUIRE_BROWSER=1 timeout 1200 npm test)
+
+if [ -x bench/ci-smoke.sh ]; then
+  step "bench smoke (tiny sizes, no speed asserted)"
+  SKEIN_BIN="$PWD/target/debug/skein" timeout 600 bash bench/ci-smoke.sh
+fi
