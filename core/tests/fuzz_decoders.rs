@@ -41,7 +41,7 @@ impl Budget {
 
     fn next(&mut self) -> bool {
         self.left = self.left.saturating_sub(1);
-        self.left > 0 && (self.left % 256 != 0 || Instant::now() < self.until)
+        self.left > 0 && (!self.left.is_multiple_of(256) || Instant::now() < self.until)
     }
 }
 
