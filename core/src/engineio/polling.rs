@@ -207,10 +207,15 @@ pub(crate) async fn drive<H: EngineHandler>(engine: Arc<Engine<H>>, s: Arc<Sessi
         let wake;
         if closing.is_some() {
             let since = *closing_since.get_or_insert_with(Instant::now);
-            let graceful = s.state.lock().flush_on_close;
+            let (graceful, get_pending) = {
+                let st = s.state.lock();
+                (st.flush_on_close, st.get_pending)
+            };
             // A graceful close waits for a GET to collect the last packets and the
-            // close packet, as the reference does, for at most `close_grace`.
-            if !graceful || flushed || since.elapsed() >= close_grace {
+            // close packet, as the reference does, for at most `close_grace`. When the
+            // server shuts down, no GET will come: only a pending one is answered.
+            let shutting_down = closing == Some(CloseReason::ServerShutdown) && !get_pending;
+            if !graceful || flushed || shutting_down || since.elapsed() >= close_grace {
                 engine.finish(&s);
                 return;
             }
