@@ -50,6 +50,9 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Small writes (a 101 then the open packet, a polling answer) must not
+                // wait on the peer's delayed ACK.
+                let _ = stream.set_nodelay(true);
                 let h = handler.clone();
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(RemoteAddr(remote));

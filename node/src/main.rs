@@ -84,9 +84,7 @@ async fn run(config: Config) -> Result<()> {
                 .context("no address")
         })
         .with_context(|| format!("invalid listen address {}:{}", config.host, config.port))?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, path = %config.io.engine.path, "skein node started");
     // Tests and scripts wait for this exact line.
@@ -109,6 +107,19 @@ async fn run(config: Config) -> Result<()> {
     let _ = tokio::time::timeout(grace, server).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A listener with a deep accept queue: connection storms (a node restarting, a load
+/// balancer moving clients) must not overflow the kernel's default backlog of 128.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 async fn shutdown_signal() {
