@@ -79,6 +79,21 @@ pub struct Flags {
     /// Register the test application of tests/CONTRACT.md.
     #[arg(long, env = "SKEIN_TEST_HANDLERS")]
     pub test_handlers: bool,
+    /// Cluster adapter: memory (single node) or redis [default: memory].
+    #[arg(long, env = "SKEIN_ADAPTER")]
+    pub adapter: Option<String>,
+    /// Redis URL for --adapter redis [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "SKEIN_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Channel prefix of the Redis adapter (`key` of @socket.io/redis-adapter) [default: socket.io].
+    #[arg(long, env = "SKEIN_REDIS_KEY")]
+    pub redis_key: Option<String>,
+    /// Milliseconds a cluster request waits for the other nodes [default: 5000].
+    #[arg(long, env = "SKEIN_REDIS_REQUEST_TIMEOUT")]
+    pub redis_request_timeout: Option<u64>,
+    /// This node's id in the cluster [default: random].
+    #[arg(long, env = "SKEIN_NODE_ID")]
+    pub node_id: Option<String>,
     /// The official client bundle served at <path>socket.io.js
     /// [default: node/demo/node_modules/socket.io-client/dist/socket.io.min.js].
     #[arg(long, env = "SKEIN_CLIENT_BUNDLE")]
@@ -110,6 +125,22 @@ struct FileConfig {
     bench_handlers: Option<bool>,
     test_handlers: Option<bool>,
     client_bundle: Option<PathBuf>,
+    adapter: Option<String>,
+    redis_url: Option<String>,
+    redis_key: Option<String>,
+    redis_request_timeout: Option<u64>,
+    node_id: Option<String>,
+}
+
+/// Which cluster adapter a node uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdapterChoice {
+    Memory,
+    Redis {
+        url: String,
+        key: String,
+        request_timeout: Duration,
+    },
 }
 
 /// The resolved configuration of a node.
@@ -125,6 +156,8 @@ pub struct Config {
     pub bench_handlers: bool,
     pub test_handlers: bool,
     pub client_bundle: Option<PathBuf>,
+    pub adapter: AdapterChoice,
+    pub node_id: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -206,7 +239,18 @@ impl Config {
         if log_format != "text" && log_format != "json" {
             bail!("log_format must be text or json, got {log_format:?}");
         }
+        let adapter = match pick!(adapter, "memory".to_owned()).as_str() {
+            "memory" => AdapterChoice::Memory,
+            "redis" => AdapterChoice::Redis {
+                url: pick!(redis_url, "redis://127.0.0.1:6379".to_owned()),
+                key: pick!(redis_key, "socket.io".to_owned()),
+                request_timeout: ms(pick!(redis_request_timeout, 5_000), "redis_request_timeout")?,
+            },
+            other => bail!("unknown adapter {other:?} (expected memory or redis)"),
+        };
         Ok(Config {
+            adapter,
+            node_id: flags.node_id.or(file.node_id),
             host: pick!(host, "0.0.0.0".to_owned()),
             port: pick!(port, 3000),
             io: SocketIoConfig {

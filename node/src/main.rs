@@ -10,13 +10,15 @@ mod config;
 mod web;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use skein::SocketIo;
+use skein_adapter_redis::{RedisAdapterConfig, RedisAdapterFactory};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Flags};
+use crate::config::{AdapterChoice, Config, Flags};
 
 fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
@@ -62,9 +64,35 @@ fn init_logs(c: &Config) {
 }
 
 async fn run(config: Config) -> Result<()> {
-    let io = SocketIo::new(config.io.clone());
+    let mut io_config = config.io.clone();
+    let cluster = match &config.adapter {
+        AdapterChoice::Memory => None,
+        AdapterChoice::Redis {
+            url,
+            key,
+            request_timeout,
+        } => {
+            let f = RedisAdapterFactory::connect(RedisAdapterConfig {
+                url: url.clone(),
+                key: key.clone(),
+                request_timeout: *request_timeout,
+                node_id: config.node_id.clone().unwrap_or_default(),
+            })
+            .await
+            .context("cannot start the redis adapter")?;
+            tracing::info!(node_id = f.node_id(), key, "redis adapter connected");
+            io_config.adapter = Arc::new(f.clone());
+            Some(f)
+        }
+    };
+    let node_id = cluster
+        .as_ref()
+        .map(|f| f.node_id().to_owned())
+        .or(config.node_id.clone())
+        .unwrap_or_else(|| format!("node-{}", std::process::id()));
+    let io = SocketIo::new(io_config);
     if config.test_handlers {
-        apps::test_app::register(&io);
+        apps::test_app::register(&io, &node_id);
     } else if config.bench_handlers {
         apps::test_app::register_bench(&io);
     } else if config.demo {
@@ -74,7 +102,11 @@ async fn run(config: Config) -> Result<()> {
         // through the cluster (gRPC API, adapters).
         io.ns("/", |_| {});
     }
-    let handler = web::handler(&io, &config)?;
+    let metrics = web::Metrics {
+        io: io.clone(),
+        cluster: cluster.clone(),
+    };
+    let handler = web::handler(&io, &config, metrics)?;
     let addr: SocketAddr = format!("{}:{}", config.host, config.port)
         .parse()
         .or_else(|_| {
@@ -104,6 +136,9 @@ async fn run(config: Config) -> Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(());
     io.close(grace).await;
+    if let Some(f) = &cluster {
+        f.goodbye();
+    }
     let _ = tokio::time::timeout(grace, server).await;
     tracing::info!("stopped");
     Ok(())

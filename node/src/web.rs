@@ -9,6 +9,7 @@ use http::{header, Response, StatusCode};
 use http_body_util::Full;
 use skein::http::HttpHandler;
 use skein::SocketIo;
+use skein_adapter_redis::RedisAdapterFactory;
 
 use crate::apps::demo::INDEX_HTML;
 use crate::config::Config;
@@ -53,7 +54,49 @@ fn respond(status: StatusCode, ctype: &'static str, body: Bytes) -> Response<Ful
         .expect("static response parts are valid")
 }
 
-pub fn handler(io: &SocketIo, config: &Config) -> Result<HttpHandler> {
+/// What `/metrics` reports (Prometheus text format).
+#[derive(Clone)]
+pub struct Metrics {
+    pub io: SocketIo,
+    pub cluster: Option<RedisAdapterFactory>,
+}
+
+impl Metrics {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# TYPE skein_engine_sessions gauge\n");
+        out.push_str(&format!(
+            "skein_engine_sessions {}\n",
+            self.io.engine().session_count()
+        ));
+        out.push_str("# TYPE skein_namespace_sockets gauge\n");
+        for ns in self.io.namespaces() {
+            out.push_str(&format!(
+                "skein_namespace_sockets{{nsp=\"{}\"}} {}\n",
+                ns.name().replace('"', "'"),
+                ns.local_len()
+            ));
+        }
+        if let Some(c) = &self.cluster {
+            out.push_str("# HELP skein_cluster_undelivered_total Messages that could not reach the other nodes.\n");
+            out.push_str("# TYPE skein_cluster_undelivered_total counter\n");
+            out.push_str(&format!(
+                "skein_cluster_undelivered_total {}\n",
+                c.undelivered()
+            ));
+            out.push_str("# TYPE skein_cluster_backend_up gauge\n");
+            out.push_str(&format!(
+                "skein_cluster_backend_up {}\n",
+                u8::from(!c.redis_down())
+            ));
+            out.push_str("# TYPE skein_cluster_peers gauge\n");
+            out.push_str(&format!("skein_cluster_peers {}\n", c.live_peers().len()));
+        }
+        out
+    }
+}
+
+pub fn handler(io: &SocketIo, config: &Config, metrics: Metrics) -> Result<HttpHandler> {
     let bundle = load_bundle(config)?;
     let demo = config.demo;
     let path = config.io.engine.path.clone();
@@ -73,6 +116,14 @@ pub fn handler(io: &SocketIo, config: &Config) -> Result<HttpHandler> {
                     Bytes::from_static(b"client bundle not installed"),
                 ),
             };
+            return Box::pin(async move { r });
+        }
+        if p == "/metrics" {
+            let r = respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                Bytes::from(metrics.render()),
+            );
             return Box::pin(async move { r });
         }
         if demo && (p == "/" || p == "/index.html") {

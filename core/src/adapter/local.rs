@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{AckEvent, BroadcastOptions, EventPacket, Room, SocketInfo};
 use crate::engineio::Sid;
 use crate::socketio::packet::encode_event;
-use crate::socketio::{DisconnectReason, SocketRef};
+use crate::socketio::{Data, DisconnectReason, SocketRef};
 
 #[derive(Default)]
 struct Rooms {
@@ -19,11 +19,17 @@ struct Rooms {
     of_socket: HashMap<Sid, Vec<Room>>,
 }
 
+/// Answers a server-side event sent with an ack (one value, as the reference).
+pub type ServerAck = Box<dyn FnOnce(Data) + Send>;
+/// Handles an event another server sent with `server_side_emit`.
+pub type ServerEventHandler = Arc<dyn Fn(Data, Option<ServerAck>) + Send + Sync>;
+
 /// The local sockets and rooms of a namespace.
 pub struct LocalAdapter {
     nsp: Arc<str>,
     sockets: RwLock<HashMap<Sid, SocketRef>>,
     rooms: RwLock<Rooms>,
+    server_events: RwLock<HashMap<String, ServerEventHandler>>,
 }
 
 impl std::fmt::Debug for LocalAdapter {
@@ -41,7 +47,32 @@ impl LocalAdapter {
             nsp: nsp.into(),
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(Rooms::default()),
+            server_events: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Registers the handler of a server-side event (replacing any previous one).
+    pub fn on_server_event(&self, event: &str, f: ServerEventHandler) {
+        self.server_events.write().insert(event.to_owned(), f);
+    }
+
+    /// Delivers a server-side event from another node. Without a handler, an ack is
+    /// dropped: the sender counts that node as not answering.
+    pub fn server_event(&self, event: &str, data: Data, ack: Option<ServerAck>) {
+        let h = self.server_events.read().get(event).cloned();
+        match h {
+            Some(h) => h(data, ack),
+            None => tracing::debug!(nsp = %self.nsp, event, "server-side event with no handler"),
+        }
+    }
+
+    /// Whether a room has a local member (a socket id counts as its own room).
+    pub fn has_room(&self, room: &str) -> bool {
+        if self.rooms.read().members.contains_key(room) {
+            return true;
+        }
+        room.parse::<Sid>()
+            .is_ok_and(|sid| self.sockets.read().contains_key(&sid))
     }
 
     pub fn nsp(&self) -> &str {

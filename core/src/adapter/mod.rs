@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-pub use local::LocalAdapter;
+pub use local::{LocalAdapter, ServerAck, ServerEventHandler};
 
 use crate::engineio::Sid;
 use crate::socketio::{Data, Handshake};
@@ -89,11 +89,20 @@ pub struct SocketInfo {
 }
 
 /// The result of a request to every node: what came back, and who did not answer.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Gathered<T> {
     pub items: Vec<T>,
     /// Nodes that did not answer in time (empty on a single node).
     pub missing: Vec<String>,
+}
+
+impl<T> Default for Gathered<T> {
+    fn default() -> Self {
+        Gathered {
+            items: Vec::new(),
+            missing: Vec::new(),
+        }
+    }
 }
 
 /// What a broadcast with acks reports, as it happens.

@@ -43,8 +43,10 @@ impl ConnInfo {
     }
 }
 
-/// `socket.handshake`, in the reference's shape, so it crosses nodes as is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `socket.handshake`, in the reference's shape, so it crosses nodes as is (fields a
+/// peer leaves out read as empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Handshake {
     pub headers: Map<String, Value>,
     pub time: String,

@@ -177,6 +177,16 @@ impl Namespace {
         self.broadcast_op().disconnect_sockets(close)
     }
 
+    /// Handles an event that another node's server sends with `server_side_emit`
+    /// (`nsp.on(event, ...)` for server-side events in the reference). With an ack, the
+    /// handler answers with one value.
+    pub fn on_server_event<F>(&self, event: &str, f: F)
+    where
+        F: Fn(Data, Option<crate::adapter::ServerAck>) + Send + Sync + 'static,
+    {
+        self.adapter.local().on_server_event(event, Arc::new(f));
+    }
+
     /// Sends an event to the servers of the other nodes.
     pub fn server_side_emit(&self, event: &str, data: Data) -> Result<(), AdapterError> {
         self.adapter.server_side_emit(&EventPacket {

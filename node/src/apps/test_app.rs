@@ -1,11 +1,12 @@
 //! The test application (tests/CONTRACT.md) and its subset, the bench contract.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
 use serde_json::{json, Value};
 use skein::socketio::{BroadcastOperator, RemoteSocket};
-use skein::{ConnectError, Data, SocketIo, SocketRef};
+use skein::{ConnectError, Data, Namespace, SocketIo, SocketRef};
 
 use super::rooms_of;
 
@@ -36,12 +37,20 @@ fn bench_handlers(s: &SocketRef) {
 }
 
 /// Every namespace and handler of tests/CONTRACT.md.
-pub fn register(io: &SocketIo) {
-    io.ns("/", on_connect);
-    io.ns("/custom", on_connect);
+pub fn register(io: &SocketIo, node_id: &str) {
+    let node: Arc<str> = node_id.into();
+    let connect = {
+        let node = node.clone();
+        move |s: SocketRef| on_connect(s, &node)
+    };
+    let root = io.ns("/", connect.clone());
+    let custom = io.ns("/custom", connect.clone());
     let re = Regex::new(r"^/dyn-[a-z0-9]+$").expect("valid regex");
-    io.dyn_ns_regex(re, on_connect);
-    let private = io.ns("/private", on_connect);
+    io.dyn_ns_regex(re, connect.clone());
+    let private = io.ns("/private", connect);
+    for ns in [&root, &custom, &private] {
+        server_events(ns, &node);
+    }
     private.use_middleware(|s: SocketRef| async move {
         if s.auth().get("token").and_then(Value::as_str) == Some("secret") {
             Ok(())
@@ -85,7 +94,26 @@ fn event_of(o: &Value) -> String {
         .to_owned()
 }
 
-fn on_connect(s: SocketRef) {
+/// The server-side events of the contract: `ping-servers` and `relay`.
+fn server_events(ns: &Arc<Namespace>, node: &Arc<str>) {
+    let me = node.clone();
+    ns.on_server_event("ping-servers", move |d, ack| {
+        if let Some(ack) = ack {
+            ack(Data::one(json!({ "node": &*me, "args": d.args })));
+        }
+    });
+    let weak = Arc::downgrade(ns);
+    ns.on_server_event("relay", move |d, _| {
+        let (Some(ns), Some(o)) = (weak.upgrade(), d.args.first()) else {
+            return;
+        };
+        let room = o.get("room").and_then(Value::as_str).unwrap_or_default();
+        let _ = ns.to(room).local().emit(&event_of(o), args_of(o, &d));
+    });
+}
+
+fn on_connect(s: SocketRef, node: &Arc<str>) {
+    cluster_handlers(&s, node);
     s.set_data(json!({ "auth": s.auth() }));
     let hs = s.handshake();
     let _ = s.emit(
@@ -234,5 +262,87 @@ fn on_connect(s: SocketRef) {
             "left",
             Data::one(json!({ "id": s.id(), "nsp": s.nsp(), "reason": reason.as_str() })),
         );
+    });
+}
+
+/// The cluster additions of the contract.
+fn cluster_handlers(s: &SocketRef, node: &Arc<str>) {
+    let me = node.clone();
+    s.on("whoami", move |_, _, ack| {
+        if let Some(a) = ack {
+            a.send(Data::one(json!({ "node": &*me })));
+        }
+    });
+    s.on("server-count", |s, _, ack| {
+        let ns = s.ns().clone();
+        tokio::spawn(async move {
+            let n = ns.adapter().server_count().await;
+            if let Some(a) = ack {
+                a.send(Data::one(json!(n)));
+            }
+        });
+    });
+    s.on("all-rooms", |s, _, ack| {
+        let ns = s.ns().clone();
+        tokio::spawn(async move {
+            let mut rooms = ns.all_rooms().await.map(|g| g.items).unwrap_or_default();
+            rooms.sort();
+            if let Some(a) = ack {
+                a.send(Data::one(json!(rooms)));
+            }
+        });
+    });
+    s.on("cluster-fetch", |s, d, ack| {
+        let o = arg(&d);
+        let ns = s.ns().clone();
+        let opts = select(s, &o).options().clone();
+        tokio::spawn(async move {
+            let g = ns.adapter().fetch_sockets(opts).await.unwrap_or_default();
+            let mut list = g.items;
+            list.sort_by_key(|i| i.id);
+            let sockets: Vec<Value> = list
+                .iter()
+                .map(|i| json!({ "id": i.id, "rooms": i.rooms, "data": i.data }))
+                .collect();
+            if let Some(a) = ack {
+                a.send(Data::one(
+                    json!({ "sockets": sockets, "missing": g.missing }),
+                ));
+            }
+        });
+    });
+    s.on("server-side-emit", |s, d, ack| {
+        let o = arg(&d);
+        let ns = s.ns().clone();
+        let args = args_of(&o, &d);
+        let event = event_of(&o);
+        let Some(t) = o.get("timeout").and_then(Value::as_u64) else {
+            let _ = ns.server_side_emit(&event, args);
+            if let Some(a) = ack {
+                a.send(Data::empty());
+            }
+            return;
+        };
+        tokio::spawn(async move {
+            let r = ns
+                .server_side_emit_with_ack(&event, args, Duration::from_millis(t))
+                .await;
+            let reply = match r {
+                Ok(g) => {
+                    let responses: Vec<Value> = g
+                        .items
+                        .into_iter()
+                        .map(|d| d.args.into_iter().next().unwrap_or(Value::Null))
+                        .collect();
+                    let err = (!g.missing.is_empty())
+                        .then(|| format!("timeout reached: missing {}", g.missing.join(", ")));
+                    json!({ "err": err, "responses": responses, "missing": g.missing })
+                }
+                Err(e) => json!({ "err": e.to_string(), "responses": [] }),
+            };
+            if let Some(a) = ack {
+                a.send(Data::one(reply));
+            }
+        });
     });
 }

@@ -1,0 +1,257 @@
+//! Skein's Redis adapter, wire-compatible with `@socket.io/redis-adapter` 8.x (classic
+//! mode) and `@socket.io/redis-emitter` 5.x: Node.js socket.io servers and Skein nodes
+//! on one Redis serve one cluster.
+//!
+//! - [`wire`]: channel names and message types; [`msgpack`]: notepack's dialect;
+//! - [`driver`]: the pub/sub seam ([`Driver`]) and the Redis implementation;
+//! - `adapter`: the per-namespace [`RedisAdapter`] (what it sends);
+//! - `incoming`: what it does with other nodes' messages;
+//! - this file: configuration, the factory, and node liveness.
+//!
+//! Liveness: the reference counts nodes with `PUBSUB NUMSUB` on the request channel,
+//! which a dead node leaves as soon as Redis sees its connection close. Skein nodes also
+//! publish a heartbeat every 2 s on `<key>-skein#heartbeat#` (and a goodbye when they
+//! stop), so a request can name the Skein nodes that did not answer; a node silent for
+//! 6 s is dropped.
+
+mod adapter;
+pub mod driver;
+mod incoming;
+pub mod msgpack;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::json;
+use skein::adapter::{Adapter, AdapterFactory, LocalAdapter};
+
+pub use adapter::RedisAdapter;
+pub use driver::{Driver, Health, RedisDriver};
+
+/// Errors of the Redis adapter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisAdapterError {
+    #[error("invalid redis URL: {0}")]
+    Url(String),
+    #[error("redis unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// Options of the Redis adapter, with the reference's defaults.
+#[derive(Debug, Clone)]
+pub struct RedisAdapterConfig {
+    pub url: String,
+    /// Channel prefix (`key` in the reference).
+    pub key: String,
+    /// How long a cluster request waits for the other nodes (`requestsTimeout`).
+    pub request_timeout: Duration,
+    /// This node's id (`uid`); random when empty.
+    pub node_id: String,
+}
+
+impl Default for RedisAdapterConfig {
+    fn default() -> Self {
+        RedisAdapterConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            key: "socket.io".into(),
+            request_timeout: Duration::from_millis(5000),
+            node_id: String::new(),
+        }
+    }
+}
+
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const PEER_TIMEOUT: Duration = Duration::from_secs(6);
+
+pub(crate) struct Shared {
+    pub uid: String,
+    pub key: String,
+    pub timeout: Duration,
+    pub driver: Arc<dyn Driver>,
+    adapters: RwLock<HashMap<String, Weak<RedisAdapter>>>,
+    peers: Mutex<HashMap<String, Instant>>,
+    heartbeat_channel: String,
+}
+
+impl Shared {
+    /// Routes a message from a subscription to its namespace's adapter.
+    fn route(&self, channel: &str, payload: &[u8]) {
+        if channel == self.heartbeat_channel {
+            self.on_heartbeat(payload);
+            return;
+        }
+        let Some(nsp) = wire::nsp_of(channel, &self.key) else {
+            return;
+        };
+        let adapter = self.adapters.read().get(nsp).and_then(Weak::upgrade);
+        if let Some(a) = adapter {
+            a.on_message(channel, payload);
+        }
+    }
+
+    fn on_heartbeat(&self, payload: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return;
+        };
+        let Some(uid) = v.get("uid").and_then(|u| u.as_str()) else {
+            return;
+        };
+        if uid == self.uid {
+            return;
+        }
+        let mut peers = self.peers.lock();
+        if v.get("type").and_then(|t| t.as_str()) == Some("bye") {
+            peers.remove(uid);
+        } else {
+            peers.insert(uid.to_owned(), Instant::now());
+        }
+    }
+
+    /// The adapter of a namespace, without keeping it alive.
+    pub fn adapter_handle(&self, nsp: &str) -> Weak<RedisAdapter> {
+        self.adapters.read().get(nsp).cloned().unwrap_or_default()
+    }
+
+    /// Skein peers heard from within the liveness window.
+    pub fn live_peers(&self) -> Vec<String> {
+        let mut peers = self.peers.lock();
+        peers.retain(|_, seen| seen.elapsed() < PEER_TIMEOUT);
+        let mut v: Vec<String> = peers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn beat(&self, kind: &str) {
+        let msg = json!({ "uid": self.uid, "type": kind }).to_string();
+        self.driver
+            .publish(self.heartbeat_channel.clone(), msg.into_bytes());
+    }
+}
+
+/// Builds a [`RedisAdapter`] for each namespace; all share one driver.
+#[derive(Clone)]
+pub struct RedisAdapterFactory {
+    shared: Arc<Shared>,
+    health: Option<Arc<Health>>,
+}
+
+impl std::fmt::Debug for RedisAdapterFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAdapterFactory")
+            .field("uid", &self.shared.uid)
+            .field("key", &self.shared.key)
+            .finish()
+    }
+}
+
+impl RedisAdapterFactory {
+    /// Connects to Redis; a bad URL or an unreachable server is an error here, so a
+    /// misconfigured node fails at startup rather than running alone.
+    pub async fn connect(config: RedisAdapterConfig) -> Result<Self, RedisAdapterError> {
+        let slot: Arc<OnceLock<Weak<Shared>>> = Arc::new(OnceLock::new());
+        let route_slot = slot.clone();
+        let on_message: driver::OnMessage = Arc::new(move |channel, payload| {
+            if let Some(shared) = route_slot.get().and_then(Weak::upgrade) {
+                shared.route(channel, payload);
+            }
+        });
+        let driver = RedisDriver::connect(&config.url, on_message).await?;
+        let health = driver.health.clone();
+        let factory = Self::with_driver(config, driver);
+        let _ = slot.set(Arc::downgrade(&factory.shared));
+        let hb = factory.shared.heartbeat_channel.clone();
+        factory.shared.driver.subscribe(vec![hb], vec![]).await?;
+        factory.start_heartbeat();
+        Ok(RedisAdapterFactory {
+            health: Some(health),
+            ..factory
+        })
+    }
+
+    /// A factory over any driver (an in-process stub in tests). The caller routes
+    /// incoming messages with [`RedisAdapterFactory::route`].
+    pub fn with_driver(config: RedisAdapterConfig, driver: Arc<dyn Driver>) -> Self {
+        let uid = if config.node_id.is_empty() {
+            random_id(6)
+        } else {
+            config.node_id.clone()
+        };
+        let shared = Arc::new(Shared {
+            heartbeat_channel: format!("{}-skein#heartbeat#", config.key),
+            uid,
+            key: config.key,
+            timeout: config.request_timeout,
+            driver,
+            adapters: RwLock::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+        });
+        RedisAdapterFactory {
+            shared,
+            health: None,
+        }
+    }
+
+    fn start_heartbeat(&self) {
+        let weak = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            loop {
+                match weak.upgrade() {
+                    Some(s) => s.beat("hb"),
+                    None => return,
+                }
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+            }
+        });
+    }
+
+    /// Hands a message from a subscription to its namespace.
+    pub fn route(&self, channel: &str, payload: &[u8]) {
+        self.shared.route(channel, payload)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.shared.uid
+    }
+
+    /// Skein nodes currently alive (heartbeats), this one excluded.
+    pub fn live_peers(&self) -> Vec<String> {
+        self.shared.live_peers()
+    }
+
+    /// Messages that could not reach the other nodes (Redis unreachable or saturated).
+    pub fn undelivered(&self) -> u64 {
+        self.health.as_ref().map_or(0, |h| {
+            h.undelivered.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    pub fn redis_down(&self) -> bool {
+        self.health.as_ref().is_some_and(|h| h.is_down())
+    }
+
+    /// Tells the other nodes this one is leaving.
+    pub fn goodbye(&self) {
+        self.shared.beat("bye");
+    }
+}
+
+impl AdapterFactory for RedisAdapterFactory {
+    fn create(&self, local: LocalAdapter) -> Arc<dyn Adapter> {
+        let nsp = local.nsp().to_owned();
+        let a = Arc::new(RedisAdapter::new(local, self.shared.clone()));
+        self.shared.adapters.write().insert(nsp, Arc::downgrade(&a));
+        a
+    }
+}
+
+pub(crate) fn random_id(n: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
