@@ -44,14 +44,14 @@ describe("demo chat page in Chromium", () => {
     }
   });
 
-  async function openPage() {
+  async function openPage(url = srv.url) {
     const context = await browser.newContext({ viewport: { width: 900, height: 700 } });
     const page = await context.newPage();
     page.setDefaultTimeout(8000);
     const requests = [];
     page.on("request", (r) => requests.push(r.url()));
     page.on("pageerror", (e) => pageErrors.push(e.message));
-    const res = await page.goto(srv.url + "/", { waitUntil: "load" });
+    const res = await page.goto(url + "/", { waitUntil: "load" });
     assert.equal(res.status(), 200);
     return { page, requests };
   }
@@ -125,5 +125,31 @@ describe("demo chat page in Chromium", () => {
     assert.equal(await messageItem(C.page, "hello from A").count(), 0, "room r2 must not get r1 messages");
     assert.equal(await messageItem(C.page, "reply from B").count(), 0);
     assert.deepEqual(pageErrors, [], "no page errors");
+  });
+
+  test("two pages on two nodes chat in one room (redis adapter)", { skip: reason ?? false, timeout: 90000 }, async () => {
+    const key = `skein-demo-${process.pid}-${Date.now()}`;
+    const args = ["--demo", "--adapter", "redis", "--redis-url", "redis://127.0.0.1:6379", "--redis-key", key];
+    const n1 = await h.startServer({ kind: "skein", args });
+    const n2 = await h.startServer({ kind: "skein", args });
+    try {
+      const A = await openPage(n1.url);
+      const B = await openPage(n2.url);
+      await join(A.page, "cluster-room", "ana");
+      await join(B.page, "cluster-room", "ben");
+      await h.sleep(500);
+      await send(A.page, "from node one");
+      await messageItem(B.page, "from node one").waitFor();
+      await B.page.click("#input");
+      await B.page.locator("#input").pressSequentially("typing on node two", { delay: 30 });
+      await A.page.waitForFunction(() => /ben/.test(document.querySelector("#typing")?.textContent ?? ""));
+      await B.page.press("#input", "Enter");
+      await messageItem(A.page, "typing on node two").waitFor();
+      h.assertAlive(n1, "node one after the cross-node chat");
+      h.assertAlive(n2, "node two after the cross-node chat");
+    } finally {
+      await n1.stop("SIGKILL");
+      await n2.stop("SIGKILL");
+    }
   });
 });
