@@ -1,7 +1,7 @@
 //! The Socket.IO side of an Engine.IO session: decoding packets (with their binary
 //! attachments), connecting to namespaces, and dispatching to sockets.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -69,18 +69,9 @@ impl EngineHandler for SioHandler {
 
     fn on_open(&self, s: &Sess, req: &OpenRequest) {
         let _ = s.data.conn.set(Arc::new(ConnInfo::from_request(req)));
-        // A client that joins no namespace in time is closed (`connectTimeout`).
-        let weak: Weak<Session<ClientData>> = Arc::downgrade(s);
-        let timeout = self.io.config.connect_timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if let Some(s) = weak.upgrade() {
-                if s.data.sockets.lock().is_empty() && !s.is_closed() {
-                    tracing::debug!(sid = %s.id(), "no namespace joined in time, closing");
-                    s.close(CloseReason::ForcedClose);
-                }
-            }
-        });
+        self.io
+            .connect_timeouts
+            .watch(s, self.io.config.connect_timeout);
     }
 
     fn on_message(&self, s: &Sess, msg: Message) {

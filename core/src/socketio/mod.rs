@@ -8,6 +8,7 @@
 
 pub mod broadcast;
 mod client;
+mod connect_timeout;
 pub mod data;
 mod handshake;
 pub mod namespace;

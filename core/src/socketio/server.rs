@@ -58,6 +58,7 @@ pub type NsMatcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 pub(crate) struct IoInner {
     pub(crate) config: SocketIoConfig,
+    pub(crate) connect_timeouts: Arc<super::connect_timeout::ConnectTimeouts>,
     nsps: RwLock<HashMap<String, Arc<Namespace>>>,
     parents: RwLock<Vec<(NsMatcher, Arc<NsHandlers>)>>,
 }
@@ -125,6 +126,7 @@ impl SocketIo {
         let engine_config = config.engine.clone();
         let inner = Arc::new(IoInner {
             config,
+            connect_timeouts: Default::default(),
             nsps: RwLock::new(HashMap::new()),
             parents: RwLock::new(Vec::new()),
         });
