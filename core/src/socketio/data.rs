@@ -52,6 +52,19 @@ impl Data {
         placeholder_num(v).and_then(|n| self.binary.get(n))
     }
 
+    /// Moves `other`'s attachments into this one and returns `other`'s arguments with
+    /// their placeholders renumbered to match, ready to be nested in these arguments
+    /// (e.g. to answer with a list of acks that each carry binaries).
+    pub fn adopt(&mut self, other: Data) -> Vec<Value> {
+        let offset = self.binary.len();
+        self.binary.extend(other.binary);
+        let mut args = other.args;
+        if offset > 0 {
+            args.iter_mut().for_each(|a| shift_placeholders(a, offset));
+        }
+        args
+    }
+
     /// The first argument, deserialized.
     pub fn first<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
         self.args
@@ -74,6 +87,18 @@ pub fn placeholder_num(v: &Value) -> Option<usize> {
     o.get("num")?.as_u64().map(|n| n as usize)
 }
 
+fn shift_placeholders(v: &mut Value, by: usize) {
+    if let Some(n) = placeholder_num(v) {
+        *v = placeholder(n + by);
+        return;
+    }
+    match v {
+        Value::Array(a) => a.iter_mut().for_each(|x| shift_placeholders(x, by)),
+        Value::Object(o) => o.values_mut().for_each(|x| shift_placeholders(x, by)),
+        _ => {}
+    }
+}
+
 /// Checks that every placeholder points to an existing attachment (the reference
 /// throws "illegal attachments" otherwise).
 pub(crate) fn placeholders_valid(v: &Value, count: usize) -> bool {
@@ -90,6 +115,21 @@ pub(crate) fn placeholders_valid(v: &Value, count: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adopt_renumbers() {
+        let mut all = Data::empty().push_binary(Bytes::from_static(b"a"));
+        let other =
+            Data::new(vec![json!({"x": placeholder(0)})]).push_binary(Bytes::from_static(b"b"));
+        let other = Data {
+            args: other.args,
+            binary: vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")],
+        };
+        let args = all.adopt(other);
+        assert_eq!(args, vec![json!({"x": placeholder(1)}), placeholder(2)]);
+        assert_eq!(all.binary.len(), 3);
+        assert_eq!(all.binary_at(&args[1]).unwrap(), &Bytes::from_static(b"c"));
+    }
 
     #[test]
     fn placeholders() {

@@ -182,19 +182,23 @@ fn on_connect(s: SocketRef, node: &Arc<str>) {
         let o = arg(&d);
         let op = select(s, &o).timeout(ms(&o["timeout"], 1000));
         tokio::spawn(async move {
-            let first = |v: Vec<Data>| -> Vec<Value> {
-                v.into_iter()
-                    .map(|d| d.args.into_iter().next().unwrap_or(Value::Null))
-                    .collect()
+            // One response per client (its first ack value), binaries kept.
+            let collect = |v: Vec<Data>| -> (Vec<Value>, Data) {
+                let mut all = Data::empty();
+                let list = v
+                    .into_iter()
+                    .map(|d| all.adopt(d).into_iter().next().unwrap_or(Value::Null))
+                    .collect();
+                (list, all)
             };
-            let reply = match op.emit_with_ack(&event_of(&o), args_of(&o, &d)).await {
-                Ok(v) => json!({ "err": null, "responses": first(v) }),
-                Err(p) => {
-                    json!({ "err": "operation has timed out", "responses": first(p.responses) })
-                }
-            };
+            let (err, (responses, mut reply)) =
+                match op.emit_with_ack(&event_of(&o), args_of(&o, &d)).await {
+                    Ok(v) => (Value::Null, collect(v)),
+                    Err(p) => (json!("operation has timed out"), collect(p.responses)),
+                };
+            reply.args = vec![json!({ "err": err, "responses": responses })];
             if let Some(a) = ack {
-                a.send(Data::one(reply));
+                a.send(reply);
             }
         });
     });
