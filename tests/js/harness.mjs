@@ -34,6 +34,13 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
   process.on(sig, () => { killAll(); process.exit(130); });
 }
 
+/** SIGKILL `proc` when the test process exits, unless it exited before (cluster-harness.mjs). */
+export function trackProcess(proc) {
+  live.add(proc);
+  proc.once("exit", () => live.delete(proc));
+  return proc;
+}
+
 function hasFlag(args, flag) {
   return args.includes(flag);
 }

@@ -6,12 +6,22 @@
 // Usage: node reference-server.mjs [--port N] [--host H] [--ping-interval ms]
 //        [--ping-timeout ms] [--max-payload bytes] [--connect-timeout ms]
 //        [--upgrade-timeout ms] [--transports polling,websocket] [--test-handlers]
+//        [--adapter memory|redis] [--redis-url URL] [--redis-key PREFIX]
+//        [--redis-request-timeout ms] [--node-id ID]
 // Prints `listening on HOST:PORT` on stdout; exits 0 on SIGTERM/SIGINT after io.close().
+// With `--adapter redis` it uses @socket.io/redis-adapter 8.x (classic mode, redis v4 client);
+// the node id is also the adapter uid on the wire, so `redis-cli monitor` shows who sent what.
 import { createServer } from "node:http";
+import { randomBytes } from "node:crypto";
 import { Server } from "socket.io";
+import { createClient } from "redis";
+import { createAdapter } from "@socket.io/redis-adapter";
 
 function parseArgs(argv) {
-  const opts = { port: 0, host: "127.0.0.1" };
+  const opts = {
+    port: 0, host: "127.0.0.1", adapter: "memory", redisUrl: "redis://127.0.0.1:6379",
+    redisKey: "socket.io", requestsTimeout: 5000, nodeId: randomBytes(3).toString("hex"),
+  };
   const num = (name, v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < 0) throw new Error(`bad value for ${name}: ${v}`);
@@ -33,9 +43,15 @@ function parseArgs(argv) {
       case "--upgrade-timeout": opts.upgradeTimeout = num(a, val()); break;
       case "--transports": opts.transports = val().split(",").map((s) => s.trim()).filter(Boolean); break;
       case "--test-handlers": break; // always on here; accepted for symmetry with skein
+      case "--adapter": opts.adapter = val(); break;
+      case "--redis-url": opts.redisUrl = val(); break;
+      case "--redis-key": opts.redisKey = val(); break;
+      case "--redis-request-timeout": opts.requestsTimeout = num(a, val()); break;
+      case "--node-id": opts.nodeId = val(); break;
       default: throw new Error(`unknown argument: ${a}`);
     }
   }
+  if (!["memory", "redis"].includes(opts.adapter)) throw new Error(`bad value for --adapter: ${opts.adapter}`);
   return opts;
 }
 
@@ -51,6 +67,35 @@ const httpServer = createServer();
 const ioOpts = {};
 for (const k of ["pingInterval", "pingTimeout", "maxHttpBufferSize", "connectTimeout", "upgradeTimeout", "transports"]) {
   if (opts[k] !== undefined) ioOpts[k] = opts[k];
+}
+// The adapter does not await its PUBLISH promises: while Redis is down node-redis may reject
+// one (EPIPE on a half-closed socket). A production server logs that; it must not crash.
+process.on("unhandledRejection", (e) => console.error(`unhandled rejection: ${e?.message ?? e}`));
+
+const NODE = opts.nodeId;
+let redisClients = [];
+if (opts.adapter === "redis") {
+  const pub = createClient({ url: opts.redisUrl });
+  const sub = pub.duplicate();
+  redisClients = [pub, sub];
+  // Log each client's connection errors once per outage (the client reconnects by itself).
+  for (const [name, c] of [["pub", pub], ["sub", sub]]) {
+    let down = false;
+    c.on("error", (e) => { if (!down) console.error(`redis ${name}: ${e.message}`); down = true; });
+    c.on("ready", () => { if (down) console.error(`redis ${name}: ready again`); down = false; });
+  }
+  try {
+    await Promise.all([pub.connect(), sub.connect()]);
+  } catch (e) {
+    console.error(`redis connect failed: ${e.message}`);
+    process.exit(1);
+  }
+  const factory = createAdapter(pub, sub, { key: opts.redisKey, requestsTimeout: opts.requestsTimeout });
+  ioOpts.adapter = function (nsp) {
+    const adapter = new factory(nsp);
+    adapter.uid = NODE; // one id for every namespace: ping-servers answers and the wire agree
+    return adapter;
+  };
 }
 const io = new Server(httpServer, ioOpts);
 
@@ -136,6 +181,50 @@ function register(parent) {
       socket.data = data;
       if (isFn(ack)) ack();
     });
+    // ------------------------------------------------ cluster additions (CONTRACT.md)
+    socket.on("whoami", (ack) => {
+      if (isFn(ack)) ack({ node: NODE });
+    });
+    socket.on("server-count", async (ack) => {
+      const n = await nsp.adapter.serverCount();
+      if (isFn(ack)) ack(n);
+    });
+    socket.on("all-rooms", async (ack) => {
+      try {
+        const rooms = await nsp.adapter.allRooms();
+        if (isFn(ack)) ack([...rooms].sort());
+      } catch (e) {
+        if (isFn(ack)) ack({ err: e.message });
+      }
+    });
+    socket.on("cluster-fetch", async (o = {}, ack) => {
+      // The Node adapter has no partial results: on a timeout fetchSockets rejects.
+      try {
+        const sockets = await target(nsp, o).fetchSockets();
+        const out = sockets.map((s) => ({ id: s.id, rooms: [...s.rooms], data: s.data })).sort(sortById);
+        if (isFn(ack)) ack({ sockets: out, missing: [] });
+      } catch (e) {
+        if (isFn(ack)) ack({ sockets: [], missing: [], err: e.message });
+      }
+    });
+    socket.on("server-side-emit", (o = {}, ack) => {
+      if (o.timeout === undefined || o.timeout === null) {
+        nsp.serverSideEmit(o.event, ...asList(o.args));
+        if (isFn(ack)) ack();
+        return;
+      }
+      // socket.io 4.8 has no timeout() for serverSideEmitWithAck: the adapter's requestsTimeout
+      // applies; a shorter `timeout` answers first, without the partial responses.
+      let done = false;
+      const reply = (r) => { if (!done && isFn(ack)) { done = true; ack(r); } };
+      const timer = o.timeout < opts.requestsTimeout
+        ? setTimeout(() => reply({ err: "operation has timed out", responses: [] }), o.timeout) : null;
+      nsp.serverSideEmit(o.event, ...asList(o.args), (err, responses) => {
+        clearTimeout(timer);
+        reply({ err: err ? err.message : null, responses: responses ?? [] });
+      });
+    });
+
     socket.on("disconnect", (reason) => {
       nsp.to("observers").emit("left", { id: socket.id, nsp: nsp.name, reason });
     });
@@ -150,6 +239,22 @@ function register(parent) {
     });
   });
 }
+
+// Server-side events (serverSideEmit from other nodes), on every namespace.
+const withServerSide = new WeakSet();
+function serverSide(nsp) {
+  if (withServerSide.has(nsp)) return;
+  withServerSide.add(nsp);
+  nsp.on("ping-servers", (...args) => {
+    const ack = isFn(args[args.length - 1]) ? args.pop() : null;
+    if (ack) ack({ node: NODE, args });
+  });
+  nsp.on("relay", (o = {}) => {
+    nsp.local.to(asList(o.room)).emit(o.event, ...asList(o.args));
+  });
+}
+serverSide(io.of("/"));
+io.on("new_namespace", serverSide);
 
 register(io.of("/"));
 register(io.of("/custom"));
@@ -173,6 +278,7 @@ function shutdown(sig) {
   }, 5000);
   force.unref();
   io.close((err) => {
+    for (const c of redisClients) c.disconnect().catch(() => {});
     if (err && err.code !== "ERR_SERVER_NOT_RUNNING") console.error("close error:", err.message);
     process.exit(0);
   });
