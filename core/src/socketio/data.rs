@@ -119,10 +119,8 @@ mod tests {
     #[test]
     fn adopt_renumbers() {
         let mut all = Data::empty().push_binary(Bytes::from_static(b"a"));
-        let other =
-            Data::new(vec![json!({"x": placeholder(0)})]).push_binary(Bytes::from_static(b"b"));
         let other = Data {
-            args: other.args,
+            args: vec![json!({"x": placeholder(0)}), placeholder(1)],
             binary: vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")],
         };
         let args = all.adopt(other);
