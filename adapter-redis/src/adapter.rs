@@ -385,7 +385,8 @@ impl Adapter for RedisAdapter {
         let body = self.server_emit_body(&packet, Some(&id));
         self.shared.driver.publish(self.ch.request.clone(), body);
         let mut got = Vec::new();
-        let deadline = tokio::time::Instant::now() + timeout;
+        // The adapter's request timeout bounds every cluster request, as in the reference.
+        let deadline = tokio::time::Instant::now() + timeout.min(self.shared.timeout);
         while got.len() < others {
             tokio::select! {
                 r = rx.recv() => match r { Some(r) => got.push(r), None => break },

@@ -164,13 +164,15 @@ impl Driver for RedisDriver {
         }
         let mut guard = self.sink.lock().await;
         if let Some(sink) = guard.as_mut() {
-            for c in channels {
-                sink.subscribe(c)
+            // Broadcast patterns first: they carry the traffic a new namespace's first
+            // client is waiting for.
+            for p in patterns {
+                sink.psubscribe(p)
                     .await
                     .map_err(|e| RedisAdapterError::Unreachable(e.to_string()))?;
             }
-            for p in patterns {
-                sink.psubscribe(p)
+            for c in channels {
+                sink.subscribe(c)
                     .await
                     .map_err(|e| RedisAdapterError::Unreachable(e.to_string()))?;
             }

@@ -102,11 +102,19 @@ impl Shared {
         if uid == self.uid {
             return;
         }
-        let mut peers = self.peers.lock();
-        if v.get("type").and_then(|t| t.as_str()) == Some("bye") {
-            peers.remove(uid);
-        } else {
-            peers.insert(uid.to_owned(), Instant::now());
+        let is_new = {
+            let mut peers = self.peers.lock();
+            if v.get("type").and_then(|t| t.as_str()) == Some("bye") {
+                peers.remove(uid);
+                false
+            } else {
+                peers.insert(uid.to_owned(), Instant::now()).is_none()
+            }
+        };
+        // A node we did not know may not know us either (it may have started after our
+        // last heartbeat): answer at once rather than leave it blind for a period.
+        if is_new {
+            self.beat("hb");
         }
     }
 

@@ -183,12 +183,13 @@ impl SioHandler {
         let auth = packet.data.unwrap_or_else(|| json!({}));
         let socket = Socket::new(ns.clone(), s.clone(), conn, auth);
         let middlewares = ns.handlers.middlewares.read().clone();
-        if middlewares.is_empty() {
+        if middlewares.is_empty() && ns.is_ready() {
             finish_connect(s, socket);
             return;
         }
         let s = s.clone();
         tokio::spawn(async move {
+            ns.wait_ready().await;
             for m in middlewares {
                 if let Err(e) = m(socket.clone()).await {
                     let mut body = json!({ "message": e.message });

@@ -77,6 +77,10 @@ pub struct Namespace {
     /// Ack ids are per namespace, as in the reference, so that one encoded packet with
     /// an ack id can go to many sockets.
     ack_ids: AtomicU64,
+    /// Set once the adapter's `init` has finished (e.g. its cluster subscriptions are
+    /// live); connections wait for it so that nothing sent to them is missed.
+    ready: std::sync::atomic::AtomicBool,
+    ready_notify: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -98,7 +102,31 @@ impl Namespace {
             adapter,
             handlers,
             ack_ids: AtomicU64::new(0),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            ready_notify: tokio::sync::Notify::new(),
         })
+    }
+
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.ready_notify.notify_waiters();
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Waits until the adapter is initialized.
+    pub(crate) async fn wait_ready(&self) {
+        while !self.is_ready() {
+            let n = self.ready_notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.is_ready() {
+                return;
+            }
+            n.await;
+        }
     }
 
     pub fn name(&self) -> &str {

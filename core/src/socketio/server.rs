@@ -68,12 +68,18 @@ impl IoInner {
         let adapter = self.config.adapter.create(LocalAdapter::new(name));
         let ns = Namespace::new(name, adapter.clone(), handlers);
         let nsp = name.to_owned();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = adapter.init().await {
-                    tracing::error!(nsp, error = %e, "adapter init failed");
-                }
-            });
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let ready = ns.clone();
+                rt.spawn(async move {
+                    if let Err(e) = adapter.init().await {
+                        // Serve local clients anyway; the adapter retries on its own.
+                        tracing::error!(nsp, error = %e, "adapter init failed");
+                    }
+                    ready.set_ready();
+                });
+            }
+            Err(_) => ns.set_ready(),
         }
         ns
     }
