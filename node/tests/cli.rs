@@ -138,3 +138,30 @@ fn busy_port_fails_and_sigterm_exits_zero() {
     assert!(killed.success());
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn bad_redis_configuration_stops_the_node_clearly() {
+    let run = |args: &[&str]| {
+        let out = skein()
+            .args(["--host", "127.0.0.1", "--port", "0", "--adapter", "redis"])
+            .args(args)
+            .output()
+            .expect("skein runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--redis-url", "not a url"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("invalid redis URL"), "{err}");
+    // Nothing listens on port 1: the node refuses to start alone.
+    let (code, err) = run(&["--redis-url", "redis://127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("redis unreachable"), "{err}");
+    fails_with(
+        &["--adapter", "carrier-pigeon"],
+        &[],
+        "unknown adapter \"carrier-pigeon\"",
+    );
+}
