@@ -94,6 +94,17 @@ pub struct Flags {
     /// This node's id in the cluster [default: random].
     #[arg(long, env = "SKEIN_NODE_ID")]
     pub node_id: Option<String>,
+    /// Port of the gRPC API (skein.v1, health, reflection); 0 picks a free one [default: off].
+    #[arg(long, env = "SKEIN_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
+    /// Bearer tokens accepted by the gRPC API, comma-separated (required with --grpc-port).
+    #[arg(
+        long,
+        env = "SKEIN_GRPC_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub grpc_tokens: Option<Vec<String>>,
     /// The official client bundle served at <path>socket.io.js
     /// [default: node/demo/node_modules/socket.io-client/dist/socket.io.min.js].
     #[arg(long, env = "SKEIN_CLIENT_BUNDLE")]
@@ -130,6 +141,8 @@ struct FileConfig {
     redis_key: Option<String>,
     redis_request_timeout: Option<u64>,
     node_id: Option<String>,
+    grpc_port: Option<u16>,
+    grpc_tokens: Option<Vec<String>>,
 }
 
 /// Which cluster adapter a node uses.
@@ -158,6 +171,8 @@ pub struct Config {
     pub client_bundle: Option<PathBuf>,
     pub adapter: AdapterChoice,
     pub node_id: Option<String>,
+    /// The gRPC API's port and tokens, when it is on.
+    pub grpc: Option<(u16, Vec<String>)>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -248,7 +263,25 @@ impl Config {
             },
             other => bail!("unknown adapter {other:?} (expected memory or redis)"),
         };
+        let grpc = match flags.grpc_port.or(file.grpc_port) {
+            None => None,
+            Some(port) => {
+                let tokens: Vec<String> = flags
+                    .grpc_tokens
+                    .or(file.grpc_tokens)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                if tokens.is_empty() {
+                    bail!("grpc_port needs at least one token in grpc_tokens: every API call is authenticated");
+                }
+                Some((port, tokens))
+            }
+        };
         Ok(Config {
+            grpc,
             adapter,
             node_id: flags.node_id.or(file.node_id),
             host: pick!(host, "0.0.0.0".to_owned()),
@@ -320,5 +353,9 @@ mod tests {
         let e = load(&["--config", f.to_str().unwrap()]).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
         assert!(load(&["--config", "/nonexistent/skein.toml"]).is_err());
+        let e = load(&["--grpc-port", "50051"]).unwrap_err();
+        assert!(e.to_string().contains("grpc_tokens"), "{e}");
+        let c = load(&["--grpc-port", "0", "--grpc-tokens", "a, b"]).unwrap();
+        assert_eq!(c.grpc, Some((0, vec!["a".to_owned(), "b".to_owned()])));
     }
 }

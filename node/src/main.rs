@@ -7,6 +7,7 @@
 
 mod apps;
 mod config;
+mod grpc;
 mod web;
 
 use std::net::SocketAddr;
@@ -122,6 +123,24 @@ async fn run(config: Config) -> Result<()> {
     // Tests and scripts wait for this exact line.
     println!("listening on {local}");
 
+    let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some((port, tokens)) = &config.grpc {
+        let addr = SocketAddr::new(local.ip(), *port);
+        let stop = async {
+            let _ = grpc_stop_rx.await;
+        };
+        let bound = grpc::serve(
+            addr,
+            io.clone(),
+            cluster.clone(),
+            node_id.clone(),
+            tokens.clone(),
+            stop,
+        )
+        .await?;
+        tracing::info!(%bound, "gRPC API started");
+        println!("grpc listening on {bound}");
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = config.shutdown_grace;
     let server = tokio::spawn(skein::http::serve(
@@ -135,6 +154,7 @@ async fn run(config: Config) -> Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(());
+    let _ = grpc_stop_tx.send(());
     io.close(grace).await;
     if let Some(f) = &cluster {
         f.goodbye();

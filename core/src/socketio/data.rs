@@ -101,7 +101,7 @@ fn shift_placeholders(v: &mut Value, by: usize) {
 
 /// Checks that every placeholder points to an existing attachment (the reference
 /// throws "illegal attachments" otherwise).
-pub(crate) fn placeholders_valid(v: &Value, count: usize) -> bool {
+pub fn placeholders_valid(v: &Value, count: usize) -> bool {
     match v {
         Value::Object(o) if o.get("_placeholder") == Some(&Value::Bool(true)) => {
             matches!(o.get("num").and_then(Value::as_u64), Some(n) if (n as usize) < count)

@@ -1,0 +1,147 @@
+//! Checking what API calls carry; every refusal is INVALID_ARGUMENT naming the field.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use skein::adapter::BroadcastOptions;
+use skein::socketio::data::placeholders_valid;
+use skein::{Data, Namespace, SocketIo};
+use skein_proto::v1::{Args, Selector};
+use tonic::Status;
+
+const RESERVED: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// The longest room name accepted.
+const MAX_ROOM: usize = 256;
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {why}"))
+}
+
+/// The namespace a call names ("/" when empty); it must exist on this node.
+pub fn namespace(io: &SocketIo, field: &str, name: &str) -> Result<Arc<Namespace>, Status> {
+    let name = if name.is_empty() { "/" } else { name };
+    io.of(name)
+        .ok_or_else(|| invalid(field, format!("namespace {name:?} does not exist")))
+}
+
+fn rooms(field: &str, list: &[String]) -> Result<Vec<skein::adapter::Room>, Status> {
+    list.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if r.is_empty() || r.len() > MAX_ROOM || r.chars().any(char::is_control) {
+                Err(invalid(
+                    &format!("{field}[{i}]"),
+                    format!(
+                        "room names are 1 to {MAX_ROOM} characters, without control characters"
+                    ),
+                ))
+            } else {
+                Ok(r.as_str().into())
+            }
+        })
+        .collect()
+}
+
+/// A selector: its namespace and broadcast options.
+pub fn selector(
+    io: &SocketIo,
+    s: Option<&Selector>,
+) -> Result<(Arc<Namespace>, BroadcastOptions), Status> {
+    let empty = Selector::default();
+    let s = s.unwrap_or(&empty);
+    let ns = namespace(io, "target.namespace", &s.namespace)?;
+    let mut opts = BroadcastOptions {
+        rooms: rooms("target.rooms", &s.rooms)?,
+        except: rooms("target.except", &s.except)?,
+        ..Default::default()
+    };
+    opts.flags.local = s.local;
+    Ok((ns, opts))
+}
+
+/// Room names to join or leave (at least one).
+pub fn room_list(list: &[String]) -> Result<Vec<skein::adapter::Room>, Status> {
+    if list.is_empty() {
+        return Err(invalid("rooms", "at least one room is needed"));
+    }
+    rooms("rooms", list)
+}
+
+pub fn event(name: &str) -> Result<String, Status> {
+    if name.is_empty() {
+        return Err(invalid("event", "an event name is needed"));
+    }
+    if RESERVED.contains(&name) {
+        return Err(invalid(
+            "event",
+            format!("{name:?} is a reserved event name"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Event arguments: a JSON array plus attachments, within the node's `max_payload`.
+pub fn data(args: Option<&Args>, max_payload: usize) -> Result<Data, Status> {
+    let Some(a) = args else {
+        return Ok(Data::empty());
+    };
+    let size = a.json.len() + a.binary.iter().map(Vec::len).sum::<usize>();
+    if size > max_payload {
+        return Err(invalid(
+            "args",
+            format!("{size} bytes exceed max_payload ({max_payload} bytes)"),
+        ));
+    }
+    let args = if a.json.trim().is_empty() {
+        vec![]
+    } else {
+        match serde_json::from_str::<Value>(&a.json) {
+            Ok(Value::Array(v)) => v,
+            Ok(_) => {
+                return Err(invalid(
+                    "args.json",
+                    "must be a JSON array of the arguments",
+                ))
+            }
+            Err(e) => return Err(invalid("args.json", format!("invalid JSON: {e}"))),
+        }
+    };
+    if !args.iter().all(|v| placeholders_valid(v, a.binary.len())) {
+        return Err(invalid(
+            "args.json",
+            "a placeholder points to no attachment in args.binary",
+        ));
+    }
+    Ok(Data {
+        args,
+        binary: a
+            .binary
+            .iter()
+            .map(|b| bytes::Bytes::copy_from_slice(b))
+            .collect(),
+    })
+}
+
+/// Arguments back to the API's form.
+pub fn to_args(d: Data) -> Args {
+    Args {
+        json: Value::Array(d.args).to_string(),
+        binary: d.binary.into_iter().map(|b| b.to_vec()).collect(),
+    }
+}
+
+/// A timeout in milliseconds, 1 to 600000.
+pub fn timeout(field: &str, ms: u32) -> Result<std::time::Duration, Status> {
+    if ms == 0 || ms > 600_000 {
+        return Err(invalid(field, "must be between 1 and 600000 milliseconds"));
+    }
+    Ok(std::time::Duration::from_millis(u64::from(ms)))
+}
