@@ -29,5 +29,6 @@ step "official client, raw protocol and browser tests"
 
 if [ -x bench/ci-smoke.sh ]; then
   step "bench smoke (tiny sizes, no speed asserted)"
+  (cd bench/peers/node && npm ci --no-audit --no-fund --loglevel=error)
   SKEIN_BIN="$PWD/target/debug/skein" timeout 600 bash bench/ci-smoke.sh
 fi
