@@ -27,6 +27,10 @@ step "official client, raw protocol and browser tests"
 (cd node/demo && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/js && SKEIN_BIN="$PWD/../../target/debug/skein" SKEIN_REQUIRE_BROWSER=1 timeout 1200 npm test)
 
+step "gRPC API from Python (stubs generated from proto/ at test time)"
+python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+SKEIN_BIN="$PWD/target/debug/skein" timeout 300 python3 -m pytest -q tests/python
+
 if [ -x bench/ci-smoke.sh ]; then
   step "bench smoke (tiny sizes, no speed asserted)"
   (cd bench/peers/node && npm ci --no-audit --no-fund --loglevel=error)
