@@ -105,6 +105,12 @@ pub struct Flags {
         hide_env_values = true
     )]
     pub grpc_tokens: Option<Vec<String>>,
+    /// PEM certificate chain: serve the gRPC API over TLS (with --grpc-tls-key).
+    #[arg(long, env = "SKEIN_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert.
+    #[arg(long, env = "SKEIN_GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
     /// The official client bundle served at <path>socket.io.js
     /// [default: node/demo/node_modules/socket.io-client/dist/socket.io.min.js].
     #[arg(long, env = "SKEIN_CLIENT_BUNDLE")]
@@ -143,6 +149,17 @@ struct FileConfig {
     node_id: Option<String>,
     grpc_port: Option<u16>,
     grpc_tokens: Option<Vec<String>>,
+    grpc_tls_cert: Option<PathBuf>,
+    grpc_tls_key: Option<PathBuf>,
+}
+
+/// The gRPC API's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcConfig {
+    pub port: u16,
+    pub tokens: Vec<String>,
+    /// PEM certificate chain and key, read at startup.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Which cluster adapter a node uses.
@@ -171,8 +188,8 @@ pub struct Config {
     pub client_bundle: Option<PathBuf>,
     pub adapter: AdapterChoice,
     pub node_id: Option<String>,
-    /// The gRPC API's port and tokens, when it is on.
-    pub grpc: Option<(u16, Vec<String>)>,
+    /// The gRPC API, when it is on.
+    pub grpc: Option<GrpcConfig>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -277,7 +294,20 @@ impl Config {
                 if tokens.is_empty() {
                     bail!("grpc_port needs at least one token in grpc_tokens: every API call is authenticated");
                 }
-                Some((port, tokens))
+                let read = |p: &PathBuf, what: &str| {
+                    std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
+                };
+                let tls = match (
+                    flags.grpc_tls_cert.or(file.grpc_tls_cert),
+                    flags.grpc_tls_key.or(file.grpc_tls_key),
+                ) {
+                    (None, None) => None,
+                    (Some(c), Some(k)) => {
+                        Some((read(&c, "grpc_tls_cert")?, read(&k, "grpc_tls_key")?))
+                    }
+                    _ => bail!("grpc_tls_cert and grpc_tls_key go together"),
+                };
+                Some(GrpcConfig { port, tokens, tls })
             }
         };
         Ok(Config {
@@ -356,6 +386,20 @@ mod tests {
         let e = load(&["--grpc-port", "50051"]).unwrap_err();
         assert!(e.to_string().contains("grpc_tokens"), "{e}");
         let c = load(&["--grpc-port", "0", "--grpc-tokens", "a, b"]).unwrap();
-        assert_eq!(c.grpc, Some((0, vec!["a".to_owned(), "b".to_owned()])));
+        let g = c.grpc.unwrap();
+        assert_eq!(
+            (g.port, g.tokens, g.tls),
+            (0, vec!["a".to_owned(), "b".to_owned()], None)
+        );
+        let e = load(&[
+            "--grpc-port",
+            "0",
+            "--grpc-tokens",
+            "a",
+            "--grpc-tls-cert",
+            "/x",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
     }
 }

@@ -124,20 +124,13 @@ async fn run(config: Config) -> Result<()> {
     println!("listening on {local}");
 
     let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    if let Some((port, tokens)) = &config.grpc {
-        let addr = SocketAddr::new(local.ip(), *port);
+    if let Some(g) = &config.grpc {
+        let addr = SocketAddr::new(local.ip(), g.port);
         let stop = async {
             let _ = grpc_stop_rx.await;
         };
-        let bound = grpc::serve(
-            addr,
-            io.clone(),
-            cluster.clone(),
-            node_id.clone(),
-            tokens.clone(),
-            stop,
-        )
-        .await?;
+        let api = grpc::Api::new(io.clone(), cluster.clone(), node_id.clone());
+        let bound = grpc::serve(addr, api, g.tokens.clone(), g.tls.clone(), stop).await?;
         tracing::info!(%bound, "gRPC API started");
         println!("grpc listening on {bound}");
     }

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use skein::SocketIo;
 use skein_proto::v1::skein_server::SkeinServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
@@ -71,13 +70,13 @@ pub fn api_service(api: Api, auth: Auth) -> InterceptedService<SkeinServer<Api>,
     SkeinServer::with_interceptor(api, auth)
 }
 
-/// Serves the API, health and reflection on `addr` until `shutdown` resolves.
+/// Serves the API, health and reflection on `addr` (over TLS when a PEM certificate and
+/// key are given) until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
-    io: SocketIo,
-    cluster: Option<skein_adapter_redis::RedisAdapterFactory>,
-    node_id: String,
+    api: Api,
     tokens: Vec<String>,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -90,8 +89,14 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(skein_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("gRPC reflection")?;
-    let api = Api::new(io, cluster, node_id);
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("invalid gRPC TLS certificate or key")?;
+    }
+    let router = builder
         .add_service(health)
         .add_service(reflection)
         .add_service(api_service(api, Auth::new(tokens)));
