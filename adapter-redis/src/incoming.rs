@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 use skein::adapter::{AckEvent, BroadcastFlags, BroadcastOptions, EventPacket};
+use skein::socketio::packet::event_name;
 use skein::Data;
 use tokio::sync::mpsc;
 
@@ -35,11 +36,7 @@ fn event_of(packet: &Value, bins: Vec<bytes::Bytes>, nsp: &str) -> Option<EventP
     if data.is_empty() {
         return None;
     }
-    let event = match data.remove(0) {
-        Value::String(s) => s,
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
+    let event = event_name(data.remove(0))?;
     Some(EventPacket {
         event,
         data: Data {
@@ -163,10 +160,8 @@ impl RedisAdapter {
         if data.is_empty() {
             return;
         }
-        let event = match data.remove(0) {
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            _ => return,
+        let Some(event) = event_name(data.remove(0)) else {
+            return;
         };
         let args = Data {
             args: data,

@@ -67,8 +67,8 @@ pub enum DecodeError {
     UnexpectedText,
 }
 
-/// Event names the client may not use.
-const RESERVED: [&str; 6] = [
+/// Event names reserved by Socket.IO: clients may not send them, servers may not emit them.
+pub const RESERVED: [&str; 6] = [
     "connect",
     "connect_error",
     "disconnect",
@@ -76,6 +76,20 @@ const RESERVED: [&str; 6] = [
     "newListener",
     "removeListener",
 ];
+
+/// Whether `event` is one of the [`RESERVED`] names.
+pub fn is_reserved(event: &str) -> bool {
+    RESERVED.contains(&event)
+}
+
+/// An event name as the parser allows it: a string, or a number.
+pub fn event_name(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
 
 /// The most attachments one packet may announce; each is a message of up to
 /// `maxPayload`, so this bounds what a client can make the server hold.
@@ -156,11 +170,7 @@ impl Packet {
         if a.is_empty() {
             return None;
         }
-        let name = match a.remove(0) {
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            _ => return None,
-        };
+        let name = event_name(a.remove(0))?;
         Some((name, a))
     }
 
@@ -179,7 +189,7 @@ fn payload_valid(kind: PacketKind, v: &Value) -> bool {
         PacketKind::ConnectError => v.is_string() || v.is_object(),
         PacketKind::Event | PacketKind::BinaryEvent => match v.as_array().and_then(|a| a.first()) {
             Some(Value::Number(_)) => true,
-            Some(Value::String(s)) => !RESERVED.contains(&s.as_str()),
+            Some(Value::String(s)) => !is_reserved(s),
             _ => false,
         },
         PacketKind::Ack | PacketKind::BinaryAck => v.is_array(),

@@ -71,17 +71,8 @@ pub enum EmitError {
     Adapter(#[from] crate::adapter::AdapterError),
 }
 
-const RESERVED: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
 pub(crate) fn check_event(event: &str) -> Result<(), EmitError> {
-    if RESERVED.contains(&event) {
+    if super::packet::is_reserved(event) {
         return Err(EmitError::Reserved(event.to_owned()));
     }
     Ok(())

@@ -9,15 +9,6 @@ use skein::{Data, Namespace, SocketIo};
 use skein_proto::v1::{Args, Selector};
 use tonic::Status;
 
-const RESERVED: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
 /// The longest room name accepted.
 const MAX_ROOM: usize = 256;
 
@@ -79,7 +70,7 @@ pub fn event(name: &str) -> Result<String, Status> {
     if name.is_empty() {
         return Err(invalid("event", "an event name is needed"));
     }
-    if RESERVED.contains(&name) {
+    if skein::socketio::packet::is_reserved(name) {
         return Err(invalid(
             "event",
             format!("{name:?} is a reserved event name"),
