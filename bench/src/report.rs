@@ -140,6 +140,9 @@ fn markdown(doc: &Value, bench_dir: &Path, results: &Path, plots: &[(&str, PathB
         );
     }
     let cases: Vec<Case> = serde_json::from_value(doc["cases"].clone()).unwrap_or_default();
+    // Recomputed from the runs, so that a report of an older file follows today's metrics.
+    let runs = doc["runs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let medians = cases::medians(&cases, &targets, runs);
     for case in &cases {
         let _ = writeln!(s, "### {} — `{}`\n", case.name, case.args.join(" "));
         let mut head = format!("| metric | {} |", targets.join(" | "));
@@ -151,7 +154,7 @@ fn markdown(doc: &Value, bench_dir: &Path, results: &Path, plots: &[(&str, PathB
             }
         }
         let _ = writeln!(s, "{head}\n{sep}");
-        let med = &doc["medians"][&case.name];
+        let med = &medians[&case.name];
         for metric in cases::metrics(case) {
             let arrow = if metric.higher_is_better {
                 "↑"

@@ -5,7 +5,6 @@
 use crate::cases::{self, Case};
 use crate::procfs;
 use crate::report;
-use crate::stats::median;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
@@ -274,24 +273,6 @@ fn versions(a: &SuiteArgs, cmds: &[(String, Vec<String>)]) -> Value {
     v
 }
 
-/// Today's date (UTC) as YYYY-MM-DD, from the Unix clock.
-pub fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 pub fn run(a: SuiteArgs) -> Result<()> {
     let pinned = have_taskset()
         && std::thread::available_parallelism()
@@ -411,8 +392,9 @@ pub fn run(a: SuiteArgs) -> Result<()> {
         }
     }
 
-    let medians = medians(&case_list, &targets, &runs);
-    let date = a.date.clone().unwrap_or_else(today);
+    let names: Vec<String> = targets.iter().map(|(t, _)| t.clone()).collect();
+    let medians = cases::medians(&case_list, &names, &runs);
+    let date = a.date.clone().unwrap_or_else(procfs::today);
     let doc = json!({
         "date": date,
         "profile": a.profile,
@@ -467,39 +449,4 @@ fn summary(case: &Case, r: &Value) -> String {
         .take(2)
         .filter_map(|m| cases::value(r, m).map(|v| format!(" {}={}", m.label, report::fmt_num(v))))
         .collect()
-}
-
-/// `{case: {target: {metric label: median}}}` over the runs that printed a result.
-fn medians(case_list: &[Case], targets: &[(String, Vec<String>)], runs: &[Value]) -> Value {
-    let mut out = json!({});
-    for case in case_list {
-        for (t, _) in targets {
-            let results: Vec<&Value> = runs
-                .iter()
-                .filter(|r| {
-                    r["case"] == json!(case.name)
-                        && r["target"] == json!(t)
-                        && r["ok"] == json!(true)
-                })
-                .map(|r| &r["result"])
-                .collect();
-            let mut per = json!({ "runs": results.len() });
-            for m in cases::metrics(case) {
-                let vals: Vec<f64> = results.iter().filter_map(|r| cases::value(r, m)).collect();
-                per[m.label] = json!(median(vals));
-            }
-            out[&case.name][t] = per;
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn date_format() {
-        let d = super::today();
-        assert_eq!(d.len(), 10);
-        assert!(d.starts_with("20"));
-    }
 }
