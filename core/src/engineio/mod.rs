@@ -101,6 +101,12 @@ impl<H: EngineHandler> Engine<H> {
         self.sessions.read().len()
     }
 
+    /// Calls `f` for every session (under the session map's read lock: `f` must not
+    /// open or finish sessions; closing one only marks it).
+    pub fn for_each_session(&self, mut f: impl FnMut(&Arc<Session<H::Data>>)) {
+        self.sessions.read().values().for_each(|s| f(s));
+    }
+
     /// Closes every session gracefully with `reason` (queued packets are flushed).
     pub fn close_all(&self, reason: CloseReason) {
         let all: Vec<_> = self.sessions.read().values().cloned().collect();

@@ -21,11 +21,23 @@ struct Partial {
 }
 
 /// Per-connection state: the sockets of each joined namespace.
-#[derive(Default)]
 pub struct ClientData {
     sockets: Mutex<Vec<SocketRef>>,
     partial: Mutex<Option<Partial>>,
     conn: OnceLock<Arc<ConnInfo>>,
+    /// When the connection opened, for `connectTimeout`.
+    pub(crate) opened: tokio::time::Instant,
+}
+
+impl Default for ClientData {
+    fn default() -> Self {
+        ClientData {
+            sockets: Mutex::new(Vec::new()),
+            partial: Mutex::new(None),
+            conn: OnceLock::new(),
+            opened: tokio::time::Instant::now(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientData {
@@ -40,6 +52,10 @@ impl ClientData {
     /// The connection's sockets, one per namespace.
     pub fn sockets(&self) -> Vec<SocketRef> {
         self.sockets.lock().clone()
+    }
+
+    pub(crate) fn has_no_socket(&self) -> bool {
+        self.sockets.lock().is_empty()
     }
 
     fn socket_of(&self, nsp: &str) -> Option<SocketRef> {
@@ -69,9 +85,7 @@ impl EngineHandler for SioHandler {
 
     fn on_open(&self, s: &Sess, req: &OpenRequest) {
         let _ = s.data.conn.set(Arc::new(ConnInfo::from_request(req)));
-        self.io
-            .connect_timeouts
-            .watch(s, self.io.config.connect_timeout);
+        self.io.start_connect_timeouts();
     }
 
     fn on_message(&self, s: &Sess, msg: Message) {

@@ -58,7 +58,9 @@ pub type NsMatcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 pub(crate) struct IoInner {
     pub(crate) config: SocketIoConfig,
-    pub(crate) connect_timeouts: Arc<super::connect_timeout::ConnectTimeouts>,
+    /// The engine (set once it exists) and whether its connectTimeout sweeper runs.
+    engine: std::sync::OnceLock<std::sync::Weak<Engine<SioHandler>>>,
+    sweeper: std::sync::OnceLock<()>,
     nsps: RwLock<HashMap<String, Arc<Namespace>>>,
     parents: RwLock<Vec<(NsMatcher, Arc<NsHandlers>)>>,
 }
@@ -82,6 +84,15 @@ impl IoInner {
             Err(_) => ns.set_ready(),
         }
         ns
+    }
+
+    /// Starts the connectTimeout sweeper on the first connection.
+    pub(crate) fn start_connect_timeouts(&self) {
+        self.sweeper.get_or_init(|| {
+            if let Some(engine) = self.engine.get() {
+                super::connect_timeout::start(engine.clone(), self.config.connect_timeout);
+            }
+        });
     }
 
     /// The namespace a CONNECT names: a registered one, or a new child of a matching
@@ -132,11 +143,13 @@ impl SocketIo {
         let engine_config = config.engine.clone();
         let inner = Arc::new(IoInner {
             config,
-            connect_timeouts: Default::default(),
+            engine: std::sync::OnceLock::new(),
+            sweeper: std::sync::OnceLock::new(),
             nsps: RwLock::new(HashMap::new()),
             parents: RwLock::new(Vec::new()),
         });
         let engine = Engine::new(engine_config, SioHandler { io: inner.clone() });
+        let _ = inner.engine.set(Arc::downgrade(&engine));
         SocketIo { inner, engine }
     }
 
