@@ -141,7 +141,10 @@ fn markdown(doc: &Value, bench_dir: &Path, results: &Path, plots: &[(&str, PathB
     }
     let cases: Vec<Case> = serde_json::from_value(doc["cases"].clone()).unwrap_or_default();
     // Recomputed from the runs, so that a report of an older file follows today's metrics.
-    let runs = doc["runs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let runs = doc["runs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let medians = cases::medians(&cases, &targets, runs);
     for case in &cases {
         let _ = writeln!(s, "### {} — `{}`\n", case.name, case.args.join(" "));

@@ -46,10 +46,13 @@ async fn main() -> std::io::Result<()> {
             s.on("echo", async |Data::<Value>(data), ack: AckSender| {
                 ack.send(&data).ok();
             });
-            s.on("join", async |s: SocketRef, Data::<String>(room), ack: AckSender| {
-                s.join(room.clone());
-                ack.send(&room).ok();
-            });
+            s.on(
+                "join",
+                async |s: SocketRef, Data::<String>(room), ack: AckSender| {
+                    s.join(room.clone());
+                    ack.send(&room).ok();
+                },
+            );
             s.on("pub", async move |Data::<Value>(obj)| {
                 if let Some(room) = obj.get("room").and_then(|r| r.as_str()).map(str::to_owned) {
                     io.to(room).emit("msg", &obj).await.ok();
@@ -63,7 +66,9 @@ async fn main() -> std::io::Result<()> {
     let app = axum::Router::new().layer(layer);
     // Backlog 1024 (tokio's bind() gives 128, Node's default is 511): bursts of
     // handshakes from the connect scenario must not end in SYN retransmits.
-    let addr: std::net::SocketAddr = format!("{host}:{port}").parse().expect("--host must be an IP");
+    let addr: std::net::SocketAddr = format!("{host}:{port}")
+        .parse()
+        .expect("--host must be an IP");
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
