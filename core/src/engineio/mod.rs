@@ -104,7 +104,7 @@ impl<H: EngineHandler> Engine<H> {
     /// Calls `f` for every session (under the session map's read lock: `f` must not
     /// open or finish sessions; closing one only marks it).
     pub fn for_each_session(&self, mut f: impl FnMut(&Arc<Session<H::Data>>)) {
-        self.sessions.read().values().for_each(|s| f(s));
+        self.sessions.read().values().for_each(&mut f);
     }
 
     /// Closes every session gracefully with `reason` (queued packets are flushed).
