@@ -331,6 +331,11 @@ pub fn run(a: SuiteArgs) -> Result<()> {
             let n = targets.len();
             for k in 0..n {
                 let (name, cmd) = &targets[(k + rep) % n];
+                // Only Skein's peers run here without a cluster adapter: several of their
+                // instances would not form one cluster, so the cluster case is Skein's.
+                if case.instances > 1 && name != "skein" {
+                    continue;
+                }
                 let tag = format!("{}-{}-{}", case.name, name, rep + 1);
                 let server_line = {
                     let mut c = pin(&a.server_cpus, pinned);
@@ -342,6 +347,21 @@ pub fn run(a: SuiteArgs) -> Result<()> {
                     .map(|i| {
                         let mut c = pin(&a.server_cpus, pinned);
                         c.extend(cmd.iter().cloned());
+                        if case.instances > 1 {
+                            // One cluster over Redis, on a key of its own.
+                            let url = std::env::var("BENCH_REDIS_URL")
+                                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+                            c.extend([
+                                "--adapter".into(),
+                                "redis".into(),
+                                "--redis-url".into(),
+                                url,
+                            ]);
+                            c.extend([
+                                "--redis-key".into(),
+                                format!("bench-{tag}-{}", std::process::id()),
+                            ]);
+                        }
                         spawn_server(&c, &log_dir.join(format!("{tag}-server{i}.log")))
                     })
                     .collect();
