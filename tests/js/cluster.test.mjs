@@ -368,6 +368,16 @@ describe("Redis restart", () => {
       const t1 = tag();
       await h.withTimeout(ask(s.a1, "broadcast", { rooms: ["rr"], event: "m", args: [t1] }), 4000, "broadcast while Redis is down");
       await h.until(() => got.count(t1).a2 === 1, 4000, "local delivery while Redis is down");
+      const metric = async (name) => {
+        const r = await h.http(cluster.node("A").port, { path: "/metrics" });
+        const m = r.body.match(new RegExp(`^${name} (\\d+)$`, "m"));
+        return m ? Number(m[1]) : NaN;
+      };
+      if (SKEIN) {
+        // Operators see the outage and what could not cross nodes during it.
+        await h.until(async () => (await metric("skein_cluster_undelivered_total")) >= 1, 10000, "undelivered counted");
+        await h.until(async () => (await metric("skein_cluster_backend_up")) === 0, 10000, "backend reported down");
+      }
       await sleep(500);
       await redis.restart();
 
@@ -388,6 +398,7 @@ describe("Redis restart", () => {
       await ask(s.b1, "broadcast", { rooms: ["rr"], event: "m", args: [t2] });
       await expectExactly(got, t2, { a1: 1, a2: 1, b1: 1, c1: 1 }, "exactly once after the restart");
       assert.deepEqual(drops, [], "no client was disconnected by the Redis outage");
+      if (SKEIN) assert.equal(await metric("skein_cluster_backend_up"), 1, "backend reported up again");
       cluster.assertAlive();
     } finally {
       h.closeClients();
