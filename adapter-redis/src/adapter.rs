@@ -214,20 +214,17 @@ impl Adapter for RedisAdapter {
         packet: EventPacket,
         opts: BroadcastOptions,
     ) -> Result<AckStream, AdapterError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let count = self.local.broadcast_with_ack(&packet, &opts, tx.clone());
-        let _ = tx.send(AckEvent::Count {
-            node: self.shared.uid.clone(),
-            count,
-        });
+        let (tx, mut stream) = self
+            .local
+            .ack_stream(&packet, &opts, self.shared.uid.clone());
         if opts.flags.local {
-            return Ok(AckStream { nodes: 1, rx });
+            return Ok(stream);
         }
         let others = match self.others().await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "broadcast with acks reaches this node only");
-                return Ok(AckStream { nodes: 1, rx });
+                return Ok(stream);
             }
         };
         let id = crate::random_id(12);
@@ -283,10 +280,8 @@ impl Adapter for RedisAdapter {
             }
             me();
         });
-        Ok(AckStream {
-            nodes: others + 1,
-            rx,
-        })
+        stream.nodes = others + 1;
+        Ok(stream)
     }
 
     async fn fetch_sockets(

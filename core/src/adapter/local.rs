@@ -239,6 +239,22 @@ impl LocalAdapter {
         targets.len()
     }
 
+    /// Starts the ack stream of a broadcast with acks with this node's part: the event is
+    /// delivered here and this node's count is already on the stream. A cluster adapter
+    /// feeds the other nodes' counts and acks through the returned sender and raises
+    /// `nodes`.
+    pub fn ack_stream(
+        &self,
+        packet: &EventPacket,
+        opts: &BroadcastOptions,
+        node: String,
+    ) -> (mpsc::UnboundedSender<AckEvent>, super::AckStream) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let count = self.broadcast_with_ack(packet, opts, tx.clone());
+        let _ = tx.send(AckEvent::Count { node, count });
+        (tx, super::AckStream { nodes: 1, rx })
+    }
+
     pub fn fetch_sockets(&self, opts: &BroadcastOptions) -> Vec<SocketInfo> {
         self.targets(opts).iter().map(|s| s.info()).collect()
     }

@@ -177,13 +177,7 @@ pub trait Adapter: Send + Sync + 'static {
         packet: EventPacket,
         opts: BroadcastOptions,
     ) -> Result<AckStream, AdapterError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let count = self.local().broadcast_with_ack(&packet, &opts, tx.clone());
-        let _ = tx.send(AckEvent::Count {
-            node: "local".into(),
-            count,
-        });
-        Ok(AckStream { nodes: 1, rx })
+        Ok(self.local().ack_stream(&packet, &opts, "local".into()).1)
     }
 
     /// The targeted sockets of every node.
