@@ -30,6 +30,10 @@ pub type SocketRef = Arc<Socket>;
 pub type EventHandler = Arc<dyn Fn(&SocketRef, Data, Option<AckSender>) + Send + Sync>;
 /// Sees every incoming event before its handler (`onAny`).
 pub type AnyHandler = Arc<dyn Fn(&SocketRef, &str, &Data) + Send + Sync>;
+/// Takes an event that has no handler of its own: the socket, the event name, its
+/// arguments and the ack to answer if the client asked for one.
+pub type FallbackHandler =
+    Arc<dyn Fn(&SocketRef, &str, Data, Option<AckSender>) + Send + Sync>;
 /// Runs when the socket disconnects.
 pub type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
 /// Checks or rewrites an incoming event before its handler (`socket.use`); an `Err`
@@ -41,6 +45,7 @@ pub type PacketMiddleware =
 struct Handlers {
     events: HashMap<String, EventHandler>,
     any: Vec<AnyHandler>,
+    fallback: Option<FallbackHandler>,
     disconnecting: Vec<DisconnectHandler>,
     disconnect: Vec<DisconnectHandler>,
     middlewares: Vec<PacketMiddleware>,
@@ -197,6 +202,16 @@ impl Socket {
         self.handlers.write().any.push(Arc::new(f));
     }
 
+    /// Takes every event that has no handler registered with [`Socket::on`] (replacing
+    /// any previous fallback). Without one, such events are dropped, as in the reference.
+    /// The node uses it to hand client events to app servers over its API.
+    pub fn on_fallback<F>(&self, f: F)
+    where
+        F: Fn(&SocketRef, &str, Data, Option<AckSender>) + Send + Sync + 'static,
+    {
+        self.handlers.write().fallback = Some(Arc::new(f));
+    }
+
     /// Runs before the socket leaves its rooms on disconnect.
     pub fn on_disconnecting<F>(&self, f: F)
     where
@@ -335,12 +350,19 @@ impl Socket {
 
     /// An event from the client.
     pub(crate) fn on_event(self: &Arc<Self>, event: String, mut data: Data, id: Option<u64>) {
-        let (mws, any, handler) = {
+        let (mws, any, handler, fallback) = {
             let h = self.handlers.read();
+            let handler = h.events.get(&event).cloned();
+            let fallback = if handler.is_none() {
+                h.fallback.clone()
+            } else {
+                None
+            };
             (
                 (!h.middlewares.is_empty()).then(|| h.middlewares.clone()),
                 (!h.any.is_empty()).then(|| h.any.clone()),
-                h.events.get(&event).cloned(),
+                handler,
+                fallback,
             )
         };
         for m in mws.iter().flatten() {
@@ -358,6 +380,12 @@ impl Socket {
                 id,
             });
             h(self, data, ack);
+        } else if let Some(f) = fallback {
+            let ack = id.map(|id| AckSender {
+                socket: self.clone(),
+                id,
+            });
+            f(self, &event, data, ack);
         }
     }
 
