@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::Deserialize;
+use skein::adapter::RecoveryConfig;
 use skein::engineio::{CookieConfig, CorsConfig, CorsOrigin, TransportKind};
 use skein::{EngineConfig, SocketIoConfig};
 
@@ -111,6 +112,26 @@ pub struct Flags {
     /// PEM private key of --grpc-tls-cert.
     #[arg(long, env = "SKEIN_GRPC_TLS_KEY")]
     pub grpc_tls_key: Option<PathBuf>,
+    /// Connection state recovery: clients resume their session (id, rooms, data, missed
+    /// events) after a disconnect [default: false].
+    #[arg(long, env = "SKEIN_RECOVERY", num_args = 0..=1, default_missing_value = "true")]
+    pub recovery: Option<bool>,
+    /// Milliseconds a disconnected session stays recoverable [default: 120000].
+    #[arg(long, env = "SKEIN_RECOVERY_MAX_DISCONNECTION")]
+    pub recovery_max_disconnection: Option<u64>,
+    /// Whether a recovered socket skips the connect middlewares [default: true].
+    #[arg(long, env = "SKEIN_RECOVERY_SKIP_MIDDLEWARES")]
+    pub recovery_skip_middlewares: Option<bool>,
+    /// Packets the recovery log keeps [default: 10000].
+    #[arg(long, env = "SKEIN_RECOVERY_LOG_MAX_LEN")]
+    pub recovery_log_max_len: Option<usize>,
+    /// Milliseconds the recovery log keeps a packet [default: max disconnection + 60000].
+    #[arg(long, env = "SKEIN_RECOVERY_LOG_MAX_AGE")]
+    pub recovery_log_max_age: Option<u64>,
+    /// Milliseconds over which SIGTERM closes the connections, so that they resume on
+    /// other nodes without a thundering herd [default: 10000].
+    #[arg(long, env = "SKEIN_DRAIN_PERIOD")]
+    pub drain_period: Option<u64>,
     /// The official client bundle served at <path>socket.io.js
     /// [default: node/demo/node_modules/socket.io-client/dist/socket.io.min.js].
     #[arg(long, env = "SKEIN_CLIENT_BUNDLE")]
@@ -151,6 +172,12 @@ struct FileConfig {
     grpc_tokens: Option<Vec<String>>,
     grpc_tls_cert: Option<PathBuf>,
     grpc_tls_key: Option<PathBuf>,
+    recovery: Option<bool>,
+    recovery_max_disconnection: Option<u64>,
+    recovery_skip_middlewares: Option<bool>,
+    recovery_log_max_len: Option<usize>,
+    recovery_log_max_age: Option<u64>,
+    drain_period: Option<u64>,
 }
 
 /// The gRPC API's settings.
@@ -180,6 +207,8 @@ pub struct Config {
     pub port: u16,
     pub io: SocketIoConfig,
     pub shutdown_grace: Duration,
+    /// How long SIGTERM takes to close the connections.
+    pub drain_period: Duration,
     pub log: String,
     pub log_json: bool,
     pub demo: bool,
@@ -310,7 +339,30 @@ impl Config {
                 Some(GrpcConfig { port, tokens, tls })
             }
         };
+        let recovery = if pick!(recovery, false) {
+            let max = ms(
+                pick!(recovery_max_disconnection, 120_000),
+                "recovery_max_disconnection",
+            )?;
+            let log_max_len = pick!(recovery_log_max_len, 10_000);
+            if log_max_len == 0 {
+                bail!("recovery_log_max_len must be greater than 0");
+            }
+            let default_age = max.as_millis() as u64 + 60_000;
+            Some(RecoveryConfig {
+                max_disconnection_duration: max,
+                skip_middlewares: pick!(recovery_skip_middlewares, true),
+                log_max_len,
+                log_max_age: ms(
+                    pick!(recovery_log_max_age, default_age),
+                    "recovery_log_max_age",
+                )?,
+            })
+        } else {
+            None
+        };
         Ok(Config {
+            drain_period: Duration::from_millis(pick!(drain_period, 10_000)),
             grpc,
             adapter,
             node_id: flags.node_id.or(file.node_id),
@@ -319,6 +371,7 @@ impl Config {
             io: SocketIoConfig {
                 engine,
                 connect_timeout: ms(pick!(connect_timeout, 45_000), "connect_timeout")?,
+                recovery,
                 ..SocketIoConfig::default()
             },
             shutdown_grace: Duration::from_millis(pick!(shutdown_grace, 5_000)),

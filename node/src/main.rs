@@ -145,8 +145,12 @@ async fn run(config: Config) -> Result<()> {
         grace,
     ));
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!(drain = ?config.drain_period, "shutting down");
+    // Stop accepting (the load balancer's checks now fail), then move the clients off
+    // gradually; with recovery on they resume their sessions on the other nodes.
+    io.begin_drain();
     let _ = stop_tx.send(());
+    io.drain(config.drain_period).await;
     let _ = grpc_stop_tx.send(());
     io.close(grace).await;
     if let Some(f) = &cluster {

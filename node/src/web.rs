@@ -118,6 +118,19 @@ pub fn handler(io: &SocketIo, config: &Config, metrics: Metrics) -> Result<HttpH
             };
             return Box::pin(async move { r });
         }
+        // Kubernetes probes: live while the process serves; ready until a drain starts.
+        if p == "/health/live" || p == "/health/ready" {
+            let r = if p == "/health/ready" && io.is_draining() {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    Bytes::from_static(b"draining"),
+                )
+            } else {
+                respond(StatusCode::OK, "text/plain", Bytes::from_static(b"ok"))
+            };
+            return Box::pin(async move { r });
+        }
         if p == "/metrics" {
             let r = respond(
                 StatusCode::OK,

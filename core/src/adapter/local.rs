@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
+use super::recovery::{now_ms, MemoryRecovery, RecoveryConfig, SessionRecord, SessionStore};
 use super::{AckEvent, BroadcastOptions, EventPacket, Room, SocketInfo};
 use crate::engineio::Sid;
 use crate::socketio::packet::encode_event;
@@ -30,6 +31,15 @@ pub struct LocalAdapter {
     sockets: RwLock<HashMap<Sid, SocketRef>>,
     rooms: RwLock<Rooms>,
     server_events: RwLock<HashMap<String, ServerEventHandler>>,
+    recovery: Option<Recovery>,
+}
+
+/// Connection state recovery of a namespace.
+struct Recovery {
+    cfg: RecoveryConfig,
+    /// The in-memory log and sessions, when the adapter has no store of its own.
+    memory: Option<Arc<MemoryRecovery>>,
+    store: std::sync::OnceLock<Arc<dyn SessionStore>>,
 }
 
 impl std::fmt::Debug for LocalAdapter {
@@ -48,6 +58,93 @@ impl LocalAdapter {
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(Rooms::default()),
             server_events: RwLock::new(HashMap::new()),
+            recovery: None,
+        }
+    }
+
+    /// A local adapter with connection state recovery; with `memory_log`, its log and
+    /// sessions live in this process (the single-node store).
+    pub fn with_recovery(nsp: &str, cfg: RecoveryConfig, memory_log: bool) -> Self {
+        let memory = memory_log.then(|| Arc::new(MemoryRecovery::new(cfg.clone())));
+        let store = std::sync::OnceLock::new();
+        if let Some(m) = &memory {
+            let _ = store.set(m.clone() as Arc<dyn SessionStore>);
+        }
+        LocalAdapter {
+            recovery: Some(Recovery { cfg, memory, store }),
+            ..Self::new(nsp)
+        }
+    }
+
+    /// The recovery options, when recovery is on.
+    pub fn recovery(&self) -> Option<&RecoveryConfig> {
+        self.recovery.as_ref().map(|r| &r.cfg)
+    }
+
+    /// The in-memory log and sessions, if this namespace uses them.
+    pub fn memory_recovery(&self) -> Option<&Arc<MemoryRecovery>> {
+        self.recovery.as_ref()?.memory.as_ref()
+    }
+
+    /// Sets the store sessions are written to (a cluster adapter's own).
+    pub fn set_session_store(&self, store: Arc<dyn SessionStore>) {
+        if let Some(r) = &self.recovery {
+            let _ = r.store.set(store);
+        }
+    }
+
+    pub fn session_store(&self) -> Option<&Arc<dyn SessionStore>> {
+        self.recovery.as_ref()?.store.get()
+    }
+
+    /// The session of a local socket as it stands.
+    pub fn session_record(&self, s: &SocketRef, connected: bool) -> Option<SessionRecord> {
+        let pid = s.pid.as_ref()?;
+        Some(SessionRecord {
+            sid: s.id().to_string(),
+            pid: pid.to_string(),
+            rooms: self.socket_rooms(s.id()),
+            data: s.data(),
+            nsp: Some(self.nsp.to_string()),
+            offset: s.start.as_deref().map(str::to_owned),
+            seen: Some(now_ms()),
+            owner: Some(format!("{:016x}", s.owner)),
+            connected,
+        })
+    }
+
+    /// Every connected local session (a cluster store refreshes them so that a node
+    /// that dies leaves them recoverable for the full duration).
+    pub fn session_records(&self) -> Vec<SessionRecord> {
+        let sockets: Vec<SocketRef> = self.sockets.read().values().cloned().collect();
+        sockets
+            .iter()
+            .filter_map(|s| self.session_record(s, true))
+            .collect()
+    }
+
+    /// Writes a local socket's session after a change.
+    pub fn persist(&self, sid: Sid) {
+        let Some(store) = self.session_store() else {
+            return;
+        };
+        if let Some(rec) = self.get(sid).and_then(|s| self.session_record(&s, true)) {
+            store.save(&rec);
+        }
+    }
+
+    /// A socket leaves: its session stays recoverable if the reason allows it.
+    pub(crate) fn end_session(&self, s: &SocketRef, reason: DisconnectReason) {
+        let Some(store) = self.session_store() else {
+            return;
+        };
+        let Some(rec) = self.session_record(s, false) else {
+            return;
+        };
+        if reason.is_recoverable() {
+            store.save(&rec);
+        } else {
+            store.discard(&rec);
         }
     }
 
@@ -100,6 +197,12 @@ impl LocalAdapter {
     }
 
     pub fn add_all(&self, sid: Sid, rooms: &[Room]) {
+        self.add_rooms(sid, rooms);
+        self.persist(sid);
+    }
+
+    /// Joins rooms without writing the session.
+    pub(crate) fn add_rooms(&self, sid: Sid, rooms: &[Room]) {
         let mut r = self.rooms.write();
         for room in rooms {
             if room.parse::<Sid>() == Ok(sid) {
@@ -112,6 +215,11 @@ impl LocalAdapter {
     }
 
     pub fn del(&self, sid: Sid, room: &str) {
+        self.del_room(sid, room);
+        self.persist(sid);
+    }
+
+    fn del_room(&self, sid: Sid, room: &str) {
         let mut r = self.rooms.write();
         let Rooms { members, of_socket } = &mut *r;
         if let Some(set) = members.get_mut(room) {
@@ -213,10 +321,25 @@ impl LocalAdapter {
     }
 
     /// Delivers an event to the targeted local sockets. The packet is encoded once.
+    /// With the in-memory recovery log, a packet that is not volatile is logged first and
+    /// carries its offset.
     pub fn broadcast(&self, packet: &EventPacket, opts: &BroadcastOptions) {
+        if let (Some(mem), false) = (self.memory_recovery(), opts.flags.volatile) {
+            let mut log = mem.lock();
+            let offset = log.append(packet, opts);
+            self.broadcast_logged(packet, opts, &offset);
+            return;
+        }
         let enc = encode_event(&self.nsp, &packet.event, &packet.data, None);
         let volatile = opts.flags.volatile;
         self.apply(opts, |s| s.send_encoded(&enc, volatile));
+    }
+
+    /// Delivers a logged event with its offset appended to its arguments.
+    pub fn broadcast_logged(&self, packet: &EventPacket, opts: &BroadcastOptions, offset: &str) {
+        let data = with_offset(&packet.data, offset);
+        let enc = encode_event(&self.nsp, &packet.event, &data, None);
+        self.apply(opts, |s| s.send_encoded(&enc, false));
     }
 
     /// Delivers an event that each client acks into `tx`; returns how many clients got it.
@@ -268,8 +391,9 @@ impl LocalAdapter {
     pub fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
         for s in self.targets(opts) {
             for r in rooms {
-                self.del(s.id(), r);
+                self.del_room(s.id(), r);
             }
+            self.persist(s.id());
         }
     }
 
@@ -278,4 +402,11 @@ impl LocalAdapter {
             s.disconnect_with(close, DisconnectReason::ServerNamespaceDisconnect);
         }
     }
+}
+
+/// The arguments of a logged event: its own, then its offset (what the client echoes).
+pub(crate) fn with_offset(data: &Data, offset: &str) -> Data {
+    let mut d = data.clone();
+    d.args.push(serde_json::Value::String(offset.to_owned()));
+    d
 }

@@ -11,7 +11,8 @@
 //! on an ordered publisher, so emits keep their order without awaiting the network.
 //! Calls that wait for other nodes are async and report which nodes did not answer.
 
-mod local;
+pub(crate) mod local;
+pub mod recovery;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 pub use local::{LocalAdapter, ServerAck, ServerEventHandler};
+pub use recovery::{
+    Attach, LoggedPacket, NotRecovered, RecoveryConfig, SessionRecord, SessionStore,
+};
 
 use crate::engineio::Sid;
 use crate::socketio::{Data, Handshake};
@@ -230,11 +234,51 @@ pub trait Adapter: Send + Sync + 'static {
             missing: vec![],
         })
     }
+
+    /// Connection state recovery: the position of the packet log now (what a new
+    /// session records as its start). `None`: no log.
+    fn log_position(&self) -> Option<String> {
+        self.local().memory_recovery().map(|m| m.position())
+    }
+
+    /// Connection state recovery: finds the packets `rec` missed after `offset` (after
+    /// its start when `None`) and calls `attach` with them, at a point where no packet
+    /// logged after them can reach the socket first. The session was already taken from
+    /// the store.
+    async fn replay(
+        &self,
+        rec: &SessionRecord,
+        offset: Option<&str>,
+        attach: Attach,
+    ) -> Result<(), NotRecovered> {
+        match self.local().memory_recovery() {
+            Some(m) => m.replay(rec, offset, attach),
+            None => Err(NotRecovered::Unsupported),
+        }
+    }
+}
+
+/// How an adapter supports connection state recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoverySupport {
+    /// With the in-memory log and sessions (one node).
+    Memory,
+    /// With its own store and log: it sets the store with
+    /// [`LocalAdapter::set_session_store`] and overrides [`Adapter::replay`] and
+    /// [`Adapter::log_position`].
+    Own,
+    /// Not at all (e.g. Redis pub/sub, where nothing is persisted).
+    Unsupported,
 }
 
 /// Builds the adapter of each namespace.
 pub trait AdapterFactory: Send + Sync + 'static {
     fn create(&self, local: LocalAdapter) -> Arc<dyn Adapter>;
+
+    /// How the adapters it builds support connection state recovery.
+    fn recovery(&self) -> RecoverySupport {
+        RecoverySupport::Unsupported
+    }
 }
 
 /// The single-node adapter: everything stays in this process.
@@ -244,6 +288,10 @@ pub struct MemoryAdapterFactory;
 impl AdapterFactory for MemoryAdapterFactory {
     fn create(&self, local: LocalAdapter) -> Arc<dyn Adapter> {
         Arc::new(local)
+    }
+
+    fn recovery(&self) -> RecoverySupport {
+        RecoverySupport::Memory
     }
 }
 

@@ -54,6 +54,10 @@ impl ClientData {
         self.sockets.lock().clone()
     }
 
+    pub(crate) fn push_socket(&self, s: SocketRef) {
+        self.sockets.lock().push(s);
+    }
+
     pub(crate) fn has_no_socket(&self) -> bool {
         self.sockets.lock().is_empty()
     }
@@ -195,15 +199,24 @@ impl SioHandler {
             return;
         };
         let auth = packet.data.unwrap_or_else(|| json!({}));
-        let socket = Socket::new(ns.clone(), s.clone(), conn, auth);
+        let recovering = super::recover::wants_recovery(&ns, &auth);
         let middlewares = ns.handlers.middlewares.read().clone();
-        if middlewares.is_empty() && ns.is_ready() {
-            finish_connect(s, socket);
+        if middlewares.is_empty() && ns.is_ready() && !recovering {
+            finish_connect(s, Socket::new(ns.clone(), s.clone(), conn, auth, None));
             return;
         }
         let s = s.clone();
         tokio::spawn(async move {
             ns.wait_ready().await;
+            if recovering {
+                match super::recover::resume(&ns, &s, conn.clone(), auth.clone()).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::info!(sid = %s.id(), nsp = ns.name(), reason = %e, "session not recovered, starting a new one");
+                    }
+                }
+            }
+            let socket = Socket::new(ns.clone(), s.clone(), conn, auth, None);
             for m in middlewares {
                 if let Err(e) = m(socket.clone()).await {
                     let mut body = json!({ "message": e.message });
@@ -232,8 +245,12 @@ fn finish_connect(s: &Sess, socket: SocketRef) {
     ns.adapter().local().insert(socket.clone());
     s.data.sockets.lock().push(socket.clone());
     socket.set_connected();
-    let reply = json!({ "sid": socket.id() });
+    let reply = match &socket.pid {
+        Some(pid) => json!({ "sid": socket.id(), "pid": pid.as_ref() }),
+        None => json!({ "sid": socket.id() }),
+    };
     let _ = s.send_frame(encode_control(PacketKind::Connect, ns.name(), Some(&reply)));
+    ns.adapter().local().persist(socket.id());
     tracing::debug!(sid = %socket.id(), nsp = ns.name(), "socket connected");
     (ns.handlers.on_connect)(socket);
 }

@@ -15,6 +15,7 @@ pub mod namespace;
 pub mod packet;
 #[cfg(test)]
 mod packet_tests;
+mod recover;
 pub mod server;
 pub mod socket;
 
@@ -55,6 +56,22 @@ impl DisconnectReason {
             Self::ClientNamespaceDisconnect => "client namespace disconnect",
             Self::ServerNamespaceDisconnect => "server namespace disconnect",
         }
+    }
+}
+
+impl DisconnectReason {
+    /// Whether the session stays recoverable after this disconnect (the reference's
+    /// `RECOVERABLE_DISCONNECT_REASONS`).
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            Self::TransportError
+                | Self::TransportClose
+                | Self::ForcedClose
+                | Self::PingTimeout
+                | Self::ServerShuttingDown
+                | Self::ForcedServerClose
+        )
     }
 }
 

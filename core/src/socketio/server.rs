@@ -16,7 +16,9 @@ use super::client::SioHandler;
 use super::namespace::{Namespace, NsHandlers};
 use super::socket::SocketRef;
 use super::DisconnectReason;
-use crate::adapter::{AdapterFactory, LocalAdapter, MemoryAdapterFactory};
+use crate::adapter::{
+    AdapterFactory, LocalAdapter, MemoryAdapterFactory, RecoveryConfig, RecoverySupport,
+};
 use crate::engineio::{CloseReason, Engine, EngineConfig};
 use crate::http::HttpHandler;
 
@@ -29,6 +31,8 @@ pub struct SocketIoConfig {
     pub connect_timeout: Duration,
     /// Builds each namespace's adapter (in-memory by default).
     pub adapter: Arc<dyn AdapterFactory>,
+    /// Connection state recovery (off by default, as in the reference).
+    pub recovery: Option<RecoveryConfig>,
 }
 
 impl std::fmt::Debug for SocketIoConfig {
@@ -49,6 +53,7 @@ impl Default for SocketIoConfig {
             },
             connect_timeout: Duration::from_millis(45_000),
             adapter: Arc::new(MemoryAdapterFactory),
+            recovery: None,
         }
     }
 }
@@ -63,11 +68,28 @@ pub(crate) struct IoInner {
     sweeper: std::sync::OnceLock<()>,
     nsps: RwLock<HashMap<String, Arc<Namespace>>>,
     parents: RwLock<Vec<(NsMatcher, Arc<NsHandlers>)>>,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl IoInner {
     fn create(&self, name: &str, handlers: Arc<NsHandlers>) -> Arc<Namespace> {
-        let adapter = self.config.adapter.create(LocalAdapter::new(name));
+        let local = match (&self.config.recovery, self.config.adapter.recovery()) {
+            (Some(cfg), RecoverySupport::Memory) => {
+                LocalAdapter::with_recovery(name, cfg.clone(), true)
+            }
+            (Some(cfg), RecoverySupport::Own) => {
+                LocalAdapter::with_recovery(name, cfg.clone(), false)
+            }
+            (Some(_), RecoverySupport::Unsupported) => {
+                tracing::warn!(
+                    nsp = name,
+                    "connection state recovery is off: the adapter does not support it"
+                );
+                LocalAdapter::new(name)
+            }
+            (None, _) => LocalAdapter::new(name),
+        };
+        let adapter = self.config.adapter.create(local);
         let ns = Namespace::new(name, adapter.clone(), handlers);
         let nsp = name.to_owned();
         match tokio::runtime::Handle::try_current() {
@@ -147,6 +169,7 @@ impl SocketIo {
             sweeper: std::sync::OnceLock::new(),
             nsps: RwLock::new(HashMap::new()),
             parents: RwLock::new(Vec::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         let engine = Engine::new(engine_config, SioHandler { io: inner.clone() });
         let _ = inner.engine.set(Arc::downgrade(&engine));
@@ -226,6 +249,52 @@ impl SocketIo {
             let io = io.clone();
             Box::pin(async move { io.handle(req).await })
         })
+    }
+
+    /// Whether [`SocketIo::drain`] has started: the node should report itself not ready.
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the node as draining (not ready) without closing anything yet.
+    pub fn begin_drain(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Closes every connection with the recoverable reason `server shutting down`,
+    /// spread evenly over `period` so that the clients, which reconnect at once (to other
+    /// nodes, behind a load balancer), do not all arrive together. No Socket.IO
+    /// DISCONNECT is sent: to the client this is a transport close, which it answers by
+    /// reconnecting and, with recovery on, resuming its session. Sessions are stored
+    /// before each connection closes. Call it after the listener stopped accepting.
+    pub async fn drain(&self, period: Duration) {
+        self.begin_drain();
+        let mut all = Vec::new();
+        self.engine.for_each_session(|s| all.push(s.clone()));
+        if all.is_empty() {
+            return;
+        }
+        // Evenly spread: at most one batch per 50 ms tick, one pause between batches.
+        const TICK: Duration = Duration::from_millis(50);
+        let batches = ((period.as_millis() / TICK.as_millis()).max(1) as usize).min(all.len());
+        let per_batch = all.len().div_ceil(batches);
+        let pause = period / batches as u32;
+        tracing::info!(connections = all.len(), ?period, "draining connections");
+        for (i, batch) in all.chunks(per_batch).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for s in batch {
+                for sock in s.data.sockets() {
+                    sock.close(DisconnectReason::ServerShuttingDown);
+                }
+                s.close(CloseReason::ServerShutdown);
+            }
+        }
     }
 
     /// Disconnects every socket with reason `server shutting down`, closes every

@@ -19,7 +19,7 @@ use super::handshake::{ConnInfo, Handshake};
 use super::namespace::Namespace;
 use super::packet::{encode_ack, encode_control, encode_event, Encoded, PacketKind};
 use super::{Data, DisconnectReason};
-use crate::adapter::{AckEvent, SocketInfo};
+use crate::adapter::{AckEvent, SessionRecord, SocketInfo};
 use crate::engineio::{CloseReason, Session, Sid};
 
 /// A shared handle to a socket.
@@ -32,8 +32,7 @@ pub type EventHandler = Arc<dyn Fn(&SocketRef, Data, Option<AckSender>) + Send +
 pub type AnyHandler = Arc<dyn Fn(&SocketRef, &str, &Data) + Send + Sync>;
 /// Takes an event that has no handler of its own: the socket, the event name, its
 /// arguments and the ack to answer if the client asked for one.
-pub type FallbackHandler =
-    Arc<dyn Fn(&SocketRef, &str, Data, Option<AckSender>) + Send + Sync>;
+pub type FallbackHandler = Arc<dyn Fn(&SocketRef, &str, Data, Option<AckSender>) + Send + Sync>;
 /// Runs when the socket disconnects.
 pub type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
 /// Checks or rewrites an incoming event before its handler (`socket.use`); an `Err`
@@ -113,6 +112,13 @@ pub struct Socket {
     acks: Mutex<HashMap<u64, AckWaiter>>,
     data: Mutex<Value>,
     connected: AtomicBool,
+    /// Connection state recovery: the private session id (`None`: recovery is off).
+    pub(crate) pid: Option<Arc<str>>,
+    /// Tells this socket instance's session writes from another instance's.
+    pub(crate) owner: u64,
+    /// The log position when the session began (see `SessionRecord::offset`).
+    pub(crate) start: Option<Arc<str>>,
+    recovered: bool,
 }
 
 impl std::fmt::Debug for Socket {
@@ -125,23 +131,51 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
+    /// A new socket, or with `restore` the socket of a recovered session.
     pub(crate) fn new(
         ns: Arc<Namespace>,
         session: Arc<Session<ClientData>>,
         conn: Arc<ConnInfo>,
         auth: Value,
+        restore: Option<(Sid, &SessionRecord)>,
     ) -> SocketRef {
+        let recovery = ns.adapter().local().recovery().is_some();
+        let recovered = restore.is_some();
+        let (id, pid, data, start) = match restore {
+            Some((id, rec)) => (
+                id,
+                Some(Arc::from(rec.pid.as_str())),
+                rec.data.clone(),
+                rec.offset.as_deref().map(Arc::from),
+            ),
+            None if recovery => (
+                Sid::new(),
+                Some(Arc::from(Sid::new().as_str())),
+                Value::Null,
+                ns.adapter().log_position().map(Arc::from),
+            ),
+            None => (Sid::new(), None, Value::Null, None),
+        };
         Arc::new(Socket {
-            id: Sid::new(),
+            id,
             ns,
             session,
             conn,
             auth,
             handlers: RwLock::new(Handlers::default()),
             acks: Mutex::new(HashMap::new()),
-            data: Mutex::new(Value::Null),
+            data: Mutex::new(data),
             connected: AtomicBool::new(false),
+            pid,
+            owner: rand::random(),
+            start,
+            recovered,
         })
+    }
+
+    /// Whether this socket resumed a previous session (`socket.recovered`).
+    pub fn recovered(&self) -> bool {
+        self.recovered
     }
 
     pub fn id(&self) -> Sid {
@@ -181,6 +215,7 @@ impl Socket {
 
     pub fn set_data(&self, v: Value) {
         *self.data.lock() = v;
+        self.ns.adapter().local().persist(self.id);
     }
 
     /// Registers the handler of an event (replacing any previous one).
@@ -240,6 +275,19 @@ impl Socket {
         check_event(event)?;
         if !self.connected() {
             return Err(EmitError::Disconnected);
+        }
+        if self.pid.is_some() {
+            // With recovery on, the event is logged like a broadcast to this socket's
+            // room, so that it gets an offset and is replayed if the client misses it.
+            let opts = crate::adapter::BroadcastOptions {
+                rooms: vec![self.id.as_str().into()],
+                ..Default::default()
+            };
+            let packet = crate::adapter::EventPacket {
+                event: event.to_owned(),
+                data,
+            };
+            return Ok(self.ns.adapter().broadcast(&packet, &opts)?);
         }
         self.send_encoded(&encode_event(self.nsp(), event, &data, None), false);
         Ok(())
@@ -415,6 +463,7 @@ impl Socket {
         for h in &disconnecting {
             h(self, reason);
         }
+        self.ns.adapter().local().end_session(self, reason);
         self.ns.adapter().del_all(self.id);
         self.ns.adapter().local().remove(self.id);
         self.session.data.remove(self.id);

@@ -48,7 +48,13 @@ pub fn register(io: &SocketIo, node_id: &str) {
     let re = Regex::new(r"^/dyn-[a-z0-9]+$").expect("valid regex");
     io.dyn_ns_regex(re, connect.clone());
     let private = io.ns("/private", connect);
-    for ns in [&root, &custom, &private] {
+    // `/quiet`: the same handlers, but the server sends nothing on connection (a session
+    // that never received an event, for connection state recovery).
+    let quiet = {
+        let node = node.clone();
+        io.ns("/quiet", move |s: SocketRef| on_connect(s, &node))
+    };
+    for ns in [&root, &custom, &private, &quiet] {
         server_events(ns, &node);
     }
     private.use_middleware(|s: SocketRef| async move {
@@ -114,12 +120,17 @@ fn server_events(ns: &Arc<Namespace>, node: &Arc<str>) {
 
 fn on_connect(s: SocketRef, node: &Arc<str>) {
     cluster_handlers(&s, node);
-    s.set_data(json!({ "auth": s.auth() }));
+    // A recovered socket keeps the data of its session.
+    if !s.recovered() {
+        s.set_data(json!({ "auth": s.auth() }));
+    }
     let hs = s.handshake();
-    let _ = s.emit(
-        "hello",
-        Data::one(json!({ "id": s.id(), "nsp": s.nsp(), "auth": s.auth(), "query": hs.query })),
-    );
+    if s.nsp() != "/quiet" {
+        let _ = s.emit(
+            "hello",
+            Data::one(json!({ "id": s.id(), "nsp": s.nsp(), "auth": s.auth(), "query": hs.query })),
+        );
+    }
     bench_handlers(&s);
     s.on("leave", |s, d, ack| {
         for r in rooms_of(d.args.first()) {

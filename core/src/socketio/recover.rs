@@ -1,0 +1,123 @@
+//! Resuming a session on CONNECT (connection state recovery).
+//!
+//! A CONNECT whose auth carries `pid` (and `offset` once the client received an event)
+//! asks for its previous session. The session is *taken* from the store, so of two
+//! reconnects with one `pid` only one resumes it (socket.io#4880); the other, like any
+//! failure here, gets a new session. The adapter then replays what was missed, in order,
+//! before anything new (see [`crate::adapter::Adapter::replay`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::client::ClientData;
+use super::handshake::ConnInfo;
+use super::namespace::Namespace;
+use super::packet::{encode_control, encode_event, PacketKind};
+use super::socket::Socket;
+use crate::adapter::{LoggedPacket, NotRecovered, Room};
+use crate::engineio::{Session, Sid};
+
+type Sess = Arc<Session<ClientData>>;
+
+/// Whether a CONNECT asks to resume a session.
+pub(crate) fn wants_recovery(ns: &Namespace, auth: &Value) -> bool {
+    ns.adapter().local().recovery().is_some() && auth.get("pid").is_some_and(Value::is_string)
+}
+
+/// Resumes the session the CONNECT names. `Ok` means the CONNECT was answered (the
+/// socket resumed, or a middleware refused it); `Err` means: make a new session.
+pub(crate) async fn resume(
+    ns: &Arc<Namespace>,
+    s: &Sess,
+    conn: Arc<ConnInfo>,
+    auth: Value,
+) -> Result<(), NotRecovered> {
+    let local = ns.adapter().local();
+    let (Some(cfg), Some(store)) = (local.recovery().cloned(), local.session_store().cloned())
+    else {
+        return Err(NotRecovered::Unsupported);
+    };
+    let pid = auth["pid"].as_str().unwrap_or_default().to_owned();
+    let offset = auth
+        .get("offset")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let rec = store
+        .take(&pid)
+        .await?
+        .ok_or(NotRecovered::UnknownSession)?;
+    if rec.nsp.as_deref().is_some_and(|n| n != ns.name()) {
+        return Err(NotRecovered::WrongNamespace);
+    }
+    let sid: Sid = rec.sid.parse().map_err(|_| NotRecovered::UnknownSession)?;
+    // A session whose socket is still connected here is in use: a second reconnect with
+    // the same pid (or one racing the restore of the first) does not get it.
+    if local.get(sid).is_some_and(|s| s.connected()) {
+        store.save(&rec);
+        return Err(NotRecovered::InUse);
+    }
+    let socket = Socket::new(ns.clone(), s.clone(), conn, auth, Some((sid, &rec)));
+    if !cfg.skip_middlewares {
+        let middlewares = ns.handlers.middlewares.read().clone();
+        for m in middlewares {
+            if let Err(e) = m(socket.clone()).await {
+                let mut body = json!({ "message": e.message });
+                if let Some(d) = e.data {
+                    body["data"] = d;
+                }
+                let _ = s.send_frame(encode_control(
+                    PacketKind::ConnectError,
+                    ns.name(),
+                    Some(&body),
+                ));
+                return Ok(());
+            }
+        }
+    }
+    let attached = Arc::new(AtomicBool::new(false));
+    let rooms: Vec<Room> = rec
+        .rooms
+        .iter()
+        .filter(|r| **r != rec.sid)
+        .map(|r| Room::from(r.as_str()))
+        .collect();
+    let (sess, sock, done) = (s.clone(), socket.clone(), attached.clone());
+    let attach = Box::new(move |missed: Vec<LoggedPacket>| {
+        if sess.is_closed() {
+            return;
+        }
+        let local = sock.ns().adapter().local();
+        local.insert(sock.clone());
+        local.add_rooms(sock.id(), &rooms);
+        sess.data.push_socket(sock.clone());
+        sock.set_connected();
+        let reply = json!({ "sid": sock.id(), "pid": sock.pid.as_deref() });
+        let _ = sess.send_frame(encode_control(
+            PacketKind::Connect,
+            sock.nsp(),
+            Some(&reply),
+        ));
+        for p in &missed {
+            let data = crate::adapter::local::with_offset(&p.packet.data, &p.offset);
+            sock.send_encoded(
+                &encode_event(sock.nsp(), &p.packet.event, &data, None),
+                false,
+            );
+        }
+        done.store(true, Ordering::Release);
+        tracing::debug!(sid = %sock.id(), nsp = sock.nsp(), missed = missed.len(), "session recovered");
+    });
+    // On failure the session is consumed: a forged or stale pid never reaches another
+    // client's state, and the client simply starts over.
+    ns.adapter().replay(&rec, offset.as_deref(), attach).await?;
+    if !attached.load(Ordering::Acquire) {
+        // The client left while its session was being read: keep it for the next try.
+        store.save(&rec);
+        return Err(NotRecovered::Gone);
+    }
+    local.persist(socket.id());
+    (ns.handlers.on_connect)(socket);
+    Ok(())
+}
