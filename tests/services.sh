@@ -55,4 +55,8 @@ fi
 if ! command -v chromium >/dev/null; then
   log "installing chromium"; apt_install chromium
 fi
-log "redis, nats, node $(node --version) and chromium are ready"
+# The recovery tests put HAProxy in front of 3 nodes.
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  log "installing haproxy"; apt_install haproxy
+fi
+log "redis, nats, node $(node --version), chromium and haproxy are ready"

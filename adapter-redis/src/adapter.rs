@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use rmpv::Value as Mp;
 use serde_json::{json, Value};
 use skein::adapter::{
-    AckEvent, AckStream, Adapter, AdapterError, BroadcastOptions, EventPacket, Gathered,
-    LocalAdapter, Room, SocketInfo,
+    AckEvent, AckStream, Adapter, AdapterError, Attach, BroadcastOptions, EventPacket, Gathered,
+    LocalAdapter, NotRecovered, Room, SessionRecord, SocketInfo,
 };
 use skein::Data;
 use tokio::sync::mpsc;
@@ -190,11 +190,32 @@ impl Adapter for RedisAdapter {
         self.shared.beat("bye");
     }
 
+    fn log_position(&self) -> Option<String> {
+        self.shared.streams.get().map(|l| l.position())
+    }
+
+    async fn replay(
+        &self,
+        rec: &SessionRecord,
+        offset: Option<&str>,
+        attach: Attach,
+    ) -> Result<(), NotRecovered> {
+        match self.shared.streams.get() {
+            Some(log) => log.replay(self.local.nsp(), rec, offset, attach).await,
+            None => Err(NotRecovered::Unsupported),
+        }
+    }
+
     async fn server_count(&self) -> usize {
         self.others().await.map_or(1, |n| n + 1)
     }
 
     fn broadcast(&self, packet: &EventPacket, opts: &BroadcastOptions) -> Result<(), AdapterError> {
+        if let (Some(log), false) = (self.shared.streams.get(), opts.flags.local) {
+            // Streams mode: every node, this one included, delivers it from the stream.
+            log.append(self.local.nsp(), packet, opts);
+            return Ok(());
+        }
         if !opts.flags.local {
             let msg = Mp::Array(vec![
                 Mp::from(self.shared.uid.as_str()),

@@ -18,6 +18,7 @@ mod adapter;
 pub mod driver;
 mod incoming;
 pub mod msgpack;
+pub mod streams;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::json;
-use skein::adapter::{Adapter, AdapterFactory, LocalAdapter};
+use skein::adapter::{Adapter, AdapterFactory, LocalAdapter, RecoverySupport};
 
 pub use adapter::RedisAdapter;
 pub use driver::{Driver, Health, RedisDriver};
@@ -74,9 +75,15 @@ pub(crate) struct Shared {
     adapters: RwLock<HashMap<String, Weak<RedisAdapter>>>,
     peers: Mutex<HashMap<String, Instant>>,
     heartbeat_channel: String,
+    /// Streams mode: the stream log and session store.
+    pub(crate) streams: OnceLock<Arc<streams::StreamLog>>,
 }
 
 impl Shared {
+    pub(crate) fn adapter(&self, nsp: &str) -> Option<Arc<RedisAdapter>> {
+        self.adapters.read().get(nsp).and_then(Weak::upgrade)
+    }
+
     /// Routes a message from a subscription to its namespace's adapter.
     fn route(&self, channel: &str, payload: &[u8]) {
         if channel == self.heartbeat_channel {
@@ -195,6 +202,7 @@ impl RedisAdapterFactory {
             driver,
             adapters: RwLock::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
+            streams: OnceLock::new(),
         });
         RedisAdapterFactory {
             shared,
@@ -240,6 +248,52 @@ impl RedisAdapterFactory {
         self.health.as_ref().is_some_and(|h| h.is_down())
     }
 
+    /// Switches to streams mode (see [`streams`]): broadcasts through the stream, and
+    /// connection state recovery with sessions in Redis. Call before creating namespaces.
+    pub async fn enable_streams(
+        &self,
+        url: &str,
+        cfg: streams::StreamsConfig,
+    ) -> Result<(), RedisAdapterError> {
+        let log = streams::StreamLog::start(
+            url,
+            cfg,
+            self.shared.uid.clone(),
+            Arc::downgrade(&self.shared),
+        )
+        .await?;
+        let _ = self.shared.streams.set(log);
+        let weak = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(streams::KEEPALIVE).await;
+                let Some(s) = weak.upgrade() else { return };
+                let Some(log) = s.streams.get().cloned() else {
+                    return;
+                };
+                let adapters: Vec<_> = s
+                    .adapters
+                    .read()
+                    .values()
+                    .filter_map(Weak::upgrade)
+                    .collect();
+                for a in adapters {
+                    for rec in a.local.session_records() {
+                        skein::adapter::SessionStore::save(&*log, &rec);
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Streams mode: commands dropped because Redis stayed away too long.
+    pub fn streams_dropped(&self) -> u64 {
+        self.shared.streams.get().map_or(0, |l| {
+            l.dropped.load(std::sync::atomic::Ordering::Relaxed) as u64
+        })
+    }
+
     /// Tells the other nodes this one is leaving.
     pub fn goodbye(&self) {
         self.shared.beat("bye");
@@ -247,7 +301,18 @@ impl RedisAdapterFactory {
 }
 
 impl AdapterFactory for RedisAdapterFactory {
+    fn recovery(&self) -> RecoverySupport {
+        if self.shared.streams.get().is_some() {
+            RecoverySupport::Own
+        } else {
+            RecoverySupport::Unsupported
+        }
+    }
+
     fn create(&self, local: LocalAdapter) -> Arc<dyn Adapter> {
+        if let Some(log) = self.shared.streams.get() {
+            local.set_session_store(log.clone());
+        }
         let nsp = local.nsp().to_owned();
         let a = Arc::new(RedisAdapter::new(local, self.shared.clone()));
         self.shared.adapters.write().insert(nsp, Arc::downgrade(&a));

@@ -80,12 +80,16 @@ pub struct Flags {
     /// Register the test application of tests/CONTRACT.md.
     #[arg(long, env = "SKEIN_TEST_HANDLERS")]
     pub test_handlers: bool,
-    /// Cluster adapter: memory (single node) or redis [default: memory].
+    /// Cluster adapter: memory (single node), redis (pub/sub) or redis-streams (pub/sub
+    /// plus a stream: connection state recovery across nodes) [default: memory].
     #[arg(long, env = "SKEIN_ADAPTER")]
     pub adapter: Option<String>,
     /// Redis URL for --adapter redis [default: redis://127.0.0.1:6379].
     #[arg(long, env = "SKEIN_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Stream of --adapter redis-streams (`streamName`) [default: socket.io].
+    #[arg(long, env = "SKEIN_REDIS_STREAM")]
+    pub redis_stream: Option<String>,
     /// Channel prefix of the Redis adapter (`key` of @socket.io/redis-adapter) [default: socket.io].
     #[arg(long, env = "SKEIN_REDIS_KEY")]
     pub redis_key: Option<String>,
@@ -166,6 +170,7 @@ struct FileConfig {
     adapter: Option<String>,
     redis_url: Option<String>,
     redis_key: Option<String>,
+    redis_stream: Option<String>,
     redis_request_timeout: Option<u64>,
     node_id: Option<String>,
     grpc_port: Option<u16>,
@@ -197,6 +202,8 @@ pub enum AdapterChoice {
         url: String,
         key: String,
         request_timeout: Duration,
+        /// Streams mode: the stream broadcasts and recovery go through.
+        stream: Option<String>,
     },
 }
 
@@ -302,12 +309,14 @@ impl Config {
         }
         let adapter = match pick!(adapter, "memory".to_owned()).as_str() {
             "memory" => AdapterChoice::Memory,
-            "redis" => AdapterChoice::Redis {
+            kind @ ("redis" | "redis-streams") => AdapterChoice::Redis {
                 url: pick!(redis_url, "redis://127.0.0.1:6379".to_owned()),
                 key: pick!(redis_key, "socket.io".to_owned()),
                 request_timeout: ms(pick!(redis_request_timeout, 5_000), "redis_request_timeout")?,
+                stream: (kind == "redis-streams")
+                    .then(|| pick!(redis_stream, "socket.io".to_owned())),
             },
-            other => bail!("unknown adapter {other:?} (expected memory or redis)"),
+            other => bail!("unknown adapter {other:?} (expected memory, redis or redis-streams)"),
         };
         let grpc = match flags.grpc_port.or(file.grpc_port) {
             None => None,
@@ -339,7 +348,15 @@ impl Config {
                 Some(GrpcConfig { port, tokens, tls })
             }
         };
-        let recovery = if pick!(recovery, false) {
+        // Streams mode exists for recovery: it is on unless turned off.
+        let streams = matches!(
+            adapter,
+            AdapterChoice::Redis {
+                stream: Some(_),
+                ..
+            }
+        );
+        let recovery = if pick!(recovery, streams) {
             let max = ms(
                 pick!(recovery_max_disconnection, 120_000),
                 "recovery_max_disconnection",

@@ -72,6 +72,7 @@ async fn run(config: Config) -> Result<()> {
             url,
             key,
             request_timeout,
+            stream,
         } => {
             let f = RedisAdapterFactory::connect(RedisAdapterConfig {
                 url: url.clone(),
@@ -81,6 +82,22 @@ async fn run(config: Config) -> Result<()> {
             })
             .await
             .context("cannot start the redis adapter")?;
+            if let Some(stream) = stream {
+                let rec = io_config.recovery.clone().unwrap_or_default();
+                let cfg = skein_adapter_redis::streams::StreamsConfig {
+                    stream: stream.clone(),
+                    max_len: rec.log_max_len,
+                    max_disconnection: rec.max_disconnection_duration,
+                    ..Default::default()
+                };
+                f.enable_streams(url, cfg)
+                    .await
+                    .context("cannot start the redis streams log")?;
+                tracing::info!(
+                    stream,
+                    "redis streams mode: broadcasts and recovery through the stream"
+                );
+            }
             tracing::info!(node_id = f.node_id(), key, "redis adapter connected");
             io_config.adapter = Arc::new(f.clone());
             Some(f)

@@ -217,23 +217,35 @@ impl SioHandler {
                 }
             }
             let socket = Socket::new(ns.clone(), s.clone(), conn, auth, None);
-            for m in middlewares {
-                if let Err(e) = m(socket.clone()).await {
-                    let mut body = json!({ "message": e.message });
-                    if let Some(d) = e.data {
-                        body["data"] = d;
-                    }
-                    let _ = s.send_frame(encode_control(
-                        PacketKind::ConnectError,
-                        socket.nsp(),
-                        Some(&body),
-                    ));
-                    return;
-                }
+            if !run_middlewares(&s, &socket, middlewares).await {
+                return;
             }
             finish_connect(&s, socket);
         });
     }
+}
+
+/// Runs the connect middlewares; the first refusal answers `connect_error` (false).
+pub(crate) async fn run_middlewares(
+    s: &Sess,
+    socket: &SocketRef,
+    middlewares: Vec<super::namespace::Middleware>,
+) -> bool {
+    for m in middlewares {
+        if let Err(e) = m(socket.clone()).await {
+            let mut body = json!({ "message": e.message });
+            if let Some(d) = e.data {
+                body["data"] = d;
+            }
+            let _ = s.send_frame(encode_control(
+                PacketKind::ConnectError,
+                socket.nsp(),
+                Some(&body),
+            ));
+            return false;
+        }
+    }
+    true
 }
 
 /// Registers a socket that passed its middlewares and answers the CONNECT.

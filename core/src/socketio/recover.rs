@@ -61,19 +61,8 @@ pub(crate) async fn resume(
     let socket = Socket::new(ns.clone(), s.clone(), conn, auth, Some((sid, &rec)));
     if !cfg.skip_middlewares {
         let middlewares = ns.handlers.middlewares.read().clone();
-        for m in middlewares {
-            if let Err(e) = m(socket.clone()).await {
-                let mut body = json!({ "message": e.message });
-                if let Some(d) = e.data {
-                    body["data"] = d;
-                }
-                let _ = s.send_frame(encode_control(
-                    PacketKind::ConnectError,
-                    ns.name(),
-                    Some(&body),
-                ));
-                return Ok(());
-            }
+        if !super::client::run_middlewares(s, &socket, middlewares).await {
+            return Ok(());
         }
     }
     let attached = Arc::new(AtomicBool::new(false));

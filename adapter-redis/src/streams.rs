@@ -1,0 +1,607 @@
+//! Streams mode: broadcasts go through a Redis stream, which is also the packet log of
+//! connection state recovery, and sessions live in keys. The formats are those of
+//! `@socket.io/redis-streams-adapter` 0.3 (stream entries `uid`, `nsp`, `type`, `data`;
+//! offsets are stream ids; sessions are `sio:session:<pid>` = base64(msgpack(session))),
+//! so sessions move between its Node servers and Skein nodes.
+//!
+//! Where Skein differs, for crash safety and order:
+//! - a session is written when it changes and refreshed every [`KEEPALIVE`] while its
+//!   socket is connected (with a TTL of the disconnection duration plus three
+//!   keepalives), not only when the socket closes: a node killed with SIGKILL leaves
+//!   every session recoverable;
+//! - a broadcast is delivered, on every node including its origin, by the stream
+//!   reader, after `XADD` succeeded: what a client received is always in the log, and
+//!   every node delivers in stream order, so a client's last offset names everything
+//!   before it;
+//! - a replay runs inside the reader, between two reads: the missed packets are those up
+//!   to the reader's position, and everything after is delivered live, once.
+//!
+//! Requests that wait for answers (fetch_sockets, server-side emits, broadcasts with
+//! acks) still use the classic pub/sub channels, which Node streams-adapter servers do not
+//! read: in a mixed cluster those calls only reach Skein nodes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use base64::Engine as _;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::Value as RValue;
+use rmpv::Value as Mp;
+use serde_json::{json, Value};
+use skein::adapter::recovery::{gap_is_safe, targets};
+use skein::adapter::{
+    AdapterError, Attach, BroadcastOptions, EventPacket, LoggedPacket, NotRecovered, Room,
+    SessionRecord, SessionStore,
+};
+use skein::Data;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::msgpack;
+use crate::{RedisAdapterError, Shared};
+
+/// How often a node rewrites the sessions of its connected sockets.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Commands queued while Redis is unreachable before new ones are dropped (and counted).
+const MAX_QUEUED: usize = 200_000;
+const BROADCAST: &str = "3";
+
+/// Options of streams mode.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// The stream (`streamName`).
+    pub stream: String,
+    /// `XADD ... MAXLEN ~ max_len`.
+    pub max_len: usize,
+    /// `sessionKeyPrefix`.
+    pub session_prefix: String,
+    /// How long a disconnected session stays recoverable.
+    pub max_disconnection: Duration,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            stream: "socket.io".into(),
+            max_len: 10_000,
+            session_prefix: "sio:session:".into(),
+            max_disconnection: Duration::from_secs(120),
+        }
+    }
+}
+
+struct Replay {
+    nsp: String,
+    rec: SessionRecord,
+    offset: Option<String>,
+    attach: Attach,
+    done: oneshot::Sender<Result<(), NotRecovered>>,
+}
+
+/// The stream, the sessions, and the tasks that read and write them.
+pub(crate) struct StreamLog {
+    cfg: StreamsConfig,
+    uid: String,
+    writer: mpsc::UnboundedSender<redis::Cmd>,
+    queued: Arc<AtomicUsize>,
+    pub(crate) dropped: Arc<AtomicUsize>,
+    conn: ConnectionManager,
+    replays: mpsc::UnboundedSender<Replay>,
+    position: Mutex<String>,
+}
+
+impl std::fmt::Debug for StreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamLog")
+            .field("stream", &self.cfg.stream)
+            .finish()
+    }
+}
+
+type Id = (u64, u64);
+
+fn parse_id(s: &str) -> Option<Id> {
+    let (a, b) = s.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+impl StreamLog {
+    pub(crate) async fn start(
+        url: &str,
+        cfg: StreamsConfig,
+        uid: String,
+        shared: Weak<Shared>,
+    ) -> Result<Arc<Self>, RedisAdapterError> {
+        let client = redis::Client::open(url).map_err(|e| RedisAdapterError::Url(e.to_string()))?;
+        let unreachable = |e: redis::RedisError| RedisAdapterError::Unreachable(e.to_string());
+        let conn = ConnectionManager::new(client.clone())
+            .await
+            .map_err(unreachable)?;
+        // The reader blocks in XREAD: it gets a connection of its own.
+        let mut reader = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(unreachable)?;
+        let last: RValue = redis::cmd("XREVRANGE")
+            .arg(&cfg.stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut reader)
+            .await
+            .map_err(unreachable)?;
+        let start = entries(&last)
+            .first()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| "0-0".into());
+        let (writer, wrx) = mpsc::unbounded_channel();
+        let (replays, rrx) = mpsc::unbounded_channel();
+        let log = Arc::new(StreamLog {
+            cfg,
+            uid,
+            writer,
+            queued: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicUsize::new(0)),
+            conn: conn.clone(),
+            replays,
+            position: Mutex::new(start.clone()),
+        });
+        tokio::spawn(write_loop(wrx, conn, log.queued.clone()));
+        tokio::spawn(read_loop(reader, Arc::downgrade(&log), shared, rrx, start));
+        Ok(log)
+    }
+
+    fn send(&self, cmd: redis::Cmd) {
+        if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let _ = self.writer.send(cmd);
+    }
+
+    /// Logs a broadcast; every node (this one too) delivers it from the stream.
+    pub(crate) fn append(&self, nsp: &str, packet: &EventPacket, opts: &BroadcastOptions) {
+        let rooms = |r: &[Room]| r.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut flags = serde_json::Map::new();
+        if opts.flags.volatile {
+            flags.insert("volatile".into(), Value::Bool(true));
+        }
+        let opts_v =
+            json!({ "rooms": rooms(&opts.rooms), "except": rooms(&opts.except), "flags": flags });
+        let data = if packet.data.binary.is_empty() {
+            let mut arr = vec![Value::String(packet.event.clone())];
+            arr.extend(packet.data.args.iter().cloned());
+            json!({ "opts": opts_v, "packet": { "type": 2, "data": arr, "nsp": nsp } }).to_string()
+        } else {
+            let mp = Mp::Map(vec![
+                (Mp::from("opts"), msgpack::to_mp(&opts_v, &[])),
+                (
+                    Mp::from("packet"),
+                    Mp::Map(vec![
+                        (Mp::from("type"), Mp::from(2)),
+                        (
+                            Mp::from("data"),
+                            msgpack::event_to_mp(&packet.event, &packet.data),
+                        ),
+                        (Mp::from("nsp"), Mp::from(nsp)),
+                    ]),
+                ),
+            ]);
+            base64::engine::general_purpose::STANDARD.encode(msgpack::encode(&mp))
+        };
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.cfg.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.cfg.max_len)
+            .arg("*")
+            .arg("uid")
+            .arg(&self.uid)
+            .arg("nsp")
+            .arg(nsp)
+            .arg("type")
+            .arg(BROADCAST)
+            .arg("data")
+            .arg(data);
+        self.send(cmd);
+    }
+
+    pub(crate) fn position(&self) -> String {
+        self.position.lock().clone()
+    }
+
+    pub(crate) async fn replay(
+        &self,
+        nsp: &str,
+        rec: &SessionRecord,
+        offset: Option<&str>,
+        attach: Attach,
+    ) -> Result<(), NotRecovered> {
+        let (done, rx) = oneshot::channel();
+        let r = Replay {
+            nsp: nsp.to_owned(),
+            rec: rec.clone(),
+            offset: offset.map(str::to_owned),
+            attach,
+            done,
+        };
+        if self.replays.send(r).is_err() {
+            return Err(NotRecovered::Backend(AdapterError::Unavailable(
+                "stream reader stopped".into(),
+            )));
+        }
+        rx.await.unwrap_or(Err(NotRecovered::Gone))
+    }
+
+    fn key(&self, pid: &str) -> String {
+        format!("{}{}", self.cfg.session_prefix, pid)
+    }
+}
+
+fn encode_session(rec: &SessionRecord) -> String {
+    let v = serde_json::to_value(rec).unwrap_or(Value::Null);
+    base64::engine::general_purpose::STANDARD.encode(msgpack::encode(&msgpack::to_mp(&v, &[])))
+}
+
+fn decode_session(s: &str) -> Option<SessionRecord> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+    let v = msgpack::from_mp(&msgpack::decode(&raw)?, &mut Vec::new());
+    serde_json::from_value(v).ok()
+}
+
+#[async_trait::async_trait]
+impl SessionStore for StreamLog {
+    fn save(&self, rec: &SessionRecord) {
+        let ttl = if rec.connected {
+            self.cfg.max_disconnection + KEEPALIVE * 3
+        } else {
+            self.cfg.max_disconnection
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(&rec.pid))
+            .arg(encode_session(rec))
+            .arg("PX")
+            .arg(ttl.as_millis() as u64);
+        self.send(cmd);
+    }
+
+    fn discard(&self, rec: &SessionRecord) {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(&rec.pid));
+        self.send(cmd);
+    }
+
+    async fn take(&self, pid: &str) -> Result<Option<SessionRecord>, AdapterError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("GETDEL")
+            .arg(self.key(pid))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
+        Ok(raw.as_deref().and_then(decode_session))
+    }
+}
+
+/// Runs queued commands in order, pipelined; a failed batch is retried, so nothing is
+/// lost while Redis is briefly away.
+async fn write_loop(
+    mut rx: mpsc::UnboundedReceiver<redis::Cmd>,
+    mut conn: ConnectionManager,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut batch = Vec::with_capacity(256);
+    let mut down = false;
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut pipe = redis::pipe();
+        for c in &batch {
+            pipe.add_command(c.clone()).ignore();
+        }
+        loop {
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => {
+                    if down {
+                        tracing::info!("redis streams: writes resumed");
+                        down = false;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if !down {
+                        tracing::error!(error = %e, "redis streams: write failed, retrying");
+                        down = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+        queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        batch.clear();
+    }
+}
+
+/// `(id, fields)` of each entry in an XRANGE-style reply.
+fn entries(v: &RValue) -> Vec<(String, HashMap<String, String>)> {
+    let RValue::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|e| {
+            let RValue::Array(pair) = e else { return None };
+            let id: String = redis::from_redis_value(pair.first()?.clone()).ok()?;
+            let kv: Vec<String> = redis::from_redis_value(pair.get(1)?.clone()).ok()?;
+            let fields = kv
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| (c[0].clone(), c[1].clone()))
+                .collect();
+            Some((id, fields))
+        })
+        .collect()
+}
+
+/// A decoded broadcast entry: the packet and its options.
+fn decode_broadcast(f: &HashMap<String, String>) -> Option<(EventPacket, BroadcastOptions)> {
+    let raw = f.get("data")?;
+    let data: Value = if raw.starts_with('{') {
+        serde_json::from_str(raw).ok()?
+    } else {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
+        let mp = msgpack::decode(&bytes)?;
+        let mut bins = Vec::new();
+        let opts = msgpack::from_mp(msgpack::get(&mp, "opts")?, &mut bins);
+        let pk = msgpack::get(&mp, "packet")?;
+        let (event, d) = msgpack::event_from_mp(msgpack::get(pk, "data")?)?;
+        let o = options(&opts)?;
+        return Some((EventPacket { event, data: d }, o));
+    };
+    if data.get("requestId").is_some() {
+        return None;
+    }
+    let arr = data.get("packet")?.get("data")?.as_array()?;
+    let event = match arr.first()? {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let packet = EventPacket {
+        event,
+        data: Data::new(arr[1..].to_vec()),
+    };
+    Some((packet, options(data.get("opts")?)?))
+}
+
+fn options(v: &Value) -> Option<BroadcastOptions> {
+    let rooms = |k: &str| -> Vec<Room> {
+        v.get(k)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(Room::from).collect())
+            .unwrap_or_default()
+    };
+    let mut o = BroadcastOptions {
+        rooms: rooms("rooms"),
+        except: rooms("except"),
+        ..Default::default()
+    };
+    o.flags.volatile = v
+        .pointer("/flags/volatile")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Some(o)
+}
+
+/// Reads the stream and delivers each entry to its namespace; runs replays between reads.
+async fn read_loop(
+    mut conn: MultiplexedConnection,
+    log: Weak<StreamLog>,
+    shared: Weak<Shared>,
+    mut replays: mpsc::UnboundedReceiver<Replay>,
+    mut last: String,
+) {
+    let mut failing = false;
+    loop {
+        let Some(l) = log.upgrade() else { return };
+        let stream = l.cfg.stream.clone();
+        while let Ok(r) = replays.try_recv() {
+            let Replay {
+                nsp,
+                rec,
+                offset,
+                attach,
+                done,
+            } = r;
+            let res = replay_now(&mut conn, &stream, &last, &nsp, &rec, offset.as_deref()).await;
+            let _ = done.send(res.map(attach));
+        }
+        drop(l);
+        let reply: redis::RedisResult<RValue> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(100)
+            .arg("BLOCK")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&last)
+            .query_async(&mut conn)
+            .await;
+        let reply = match reply {
+            Ok(v) => {
+                if failing {
+                    tracing::info!("redis streams: reading resumed");
+                    failing = false;
+                }
+                v
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, "redis streams: read failed, retrying");
+                    failing = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        // [[stream, [[id, [k, v, ...]], ...]]] (or nil on timeout)
+        let RValue::Array(streams) = reply else {
+            continue;
+        };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        for s in &streams {
+            let RValue::Array(pair) = s else { continue };
+            let Some(list) = pair.get(1) else { continue };
+            for (id, f) in entries(list) {
+                deliver(&shared, &id, &f);
+                last = id;
+            }
+        }
+        if let Some(l) = log.upgrade() {
+            *l.position.lock() = last.clone();
+        }
+    }
+}
+
+fn deliver(shared: &Shared, id: &str, f: &HashMap<String, String>) {
+    let Some(nsp) = f.get("nsp") else { return };
+    let Some(adapter) = shared.adapter(nsp) else {
+        return;
+    };
+    let local = &adapter.local;
+    match f.get("type").map(String::as_str) {
+        Some(BROADCAST) => {
+            let Some((packet, opts)) = decode_broadcast(f) else {
+                tracing::debug!(id, "stream entry: not a broadcast this node delivers");
+                return;
+            };
+            if opts.flags.volatile {
+                local.broadcast(&packet, &opts);
+            } else {
+                local.broadcast_logged(&packet, &opts, id);
+            }
+        }
+        // SOCKETS_JOIN / SOCKETS_LEAVE / DISCONNECT_SOCKETS from Node servers.
+        Some(t @ ("4" | "5" | "6")) if f.get("uid").map(String::as_str) != Some(&*shared.uid) => {
+            let Some(data) = f
+                .get("data")
+                .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            else {
+                return;
+            };
+            let Some(opts) = data.get("opts").and_then(options) else {
+                return;
+            };
+            let rooms: Vec<Room> = data
+                .get("rooms")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(Room::from).collect())
+                .unwrap_or_default();
+            match t {
+                "4" => local.add_sockets(&opts, &rooms),
+                "5" => local.del_sockets(&opts, &rooms),
+                _ => {
+                    let close = data.get("close").and_then(Value::as_bool).unwrap_or(false);
+                    local.disconnect_sockets(&opts, close)
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a session missed after its offset, up to the reader's position `last`.
+async fn replay_now(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    last: &str,
+    nsp: &str,
+    rec: &SessionRecord,
+    offset: Option<&str>,
+) -> Result<Vec<LoggedPacket>, NotRecovered> {
+    let from = offset
+        .or(rec.offset.as_deref())
+        .ok_or(NotRecovered::BadOffset)?;
+    let from_id = parse_id(from).ok_or(NotRecovered::BadOffset)?;
+    let last_id = parse_id(last).unwrap_or((0, 0));
+    if from_id > last_id {
+        return Err(NotRecovered::BadOffset);
+    }
+    let backend =
+        |e: redis::RedisError| NotRecovered::Backend(AdapterError::Unavailable(e.to_string()));
+    // Entries after `from` may have been trimmed: only acceptable when they predate the
+    // disconnect by the delivery margin (the client had them).
+    if let Some(trimmed) = max_deleted(conn, stream).await.map_err(backend)? {
+        if trimmed > from_id && !gap_is_safe(trimmed.0, rec) {
+            return Err(NotRecovered::LogGap);
+        }
+    }
+    let mut rooms = rec.rooms.clone();
+    rooms.push(rec.sid.clone());
+    let mut missed = Vec::new();
+    let mut cursor = from.to_owned();
+    while parse_id(&cursor).unwrap_or((0, 0)) < last_id {
+        let page: RValue = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(format!("({cursor}"))
+            .arg(last)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(backend)?;
+        let list = entries(&page);
+        if list.is_empty() {
+            break;
+        }
+        for (id, f) in &list {
+            if f.get("nsp").map(String::as_str) == Some(nsp)
+                && f.get("type").map(String::as_str) == Some(BROADCAST)
+            {
+                if let Some((packet, opts)) = decode_broadcast(f) {
+                    if !opts.flags.volatile && targets(&rooms, &opts.rooms, &opts.except) {
+                        missed.push(LoggedPacket {
+                            offset: id.clone(),
+                            packet,
+                        });
+                    }
+                }
+            }
+            cursor = id.clone();
+        }
+    }
+    Ok(missed)
+}
+
+/// The highest id ever trimmed or deleted from the stream (`max-deleted-entry-id` of
+/// XINFO STREAM, Redis 7); without it, the first entry stands in (conservatively).
+async fn max_deleted(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<Option<Id>> {
+    let info: redis::RedisResult<RValue> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(conn)
+        .await;
+    let Ok(RValue::Array(kv)) = info else {
+        // No stream yet: nothing was ever trimmed.
+        return Ok(None);
+    };
+    let mut first = None;
+    for pair in kv.chunks(2) {
+        let key: String = redis::from_redis_value(pair[0].clone()).unwrap_or_default();
+        if key == "max-deleted-entry-id" {
+            let id: String = redis::from_redis_value(pair[1].clone()).unwrap_or_default();
+            return Ok(parse_id(&id).filter(|i| *i != (0, 0)));
+        }
+        if key == "first-entry" {
+            first = entries(&RValue::Array(vec![pair[1].clone()]))
+                .first()
+                .and_then(|(id, _)| parse_id(id));
+        }
+    }
+    Ok(first)
+}

@@ -1,0 +1,217 @@
+// Connection state recovery across a cluster: 3 skein nodes in Redis Streams mode behind a
+// real HAProxy that drops a dead backend; the official client 4.8 over WebSocket. A node is
+// killed (SIGKILL) or drained (SIGTERM) while 1,000 numbered events go to the client's room.
+// Also: sessions moving between a Node.js socket.io server with
+// @socket.io/redis-streams-adapter and a skein node.
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { writeFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import * as h from "./harness.mjs";
+import { startCluster, uniqueKey, freePort, REDIS_URL } from "./cluster-harness.mjs";
+
+const { ask, sleep, waitEvent, until } = h;
+const WS = { transports: ["websocket"] };
+const EVENTS = 1000;
+
+function haproxyBin() {
+  for (const p of [process.env.HAPROXY_BIN, "/usr/sbin/haproxy", "haproxy"]) {
+    if (!p) continue;
+    try { execFileSync(p, ["-v"], { stdio: "ignore" }); return p; } catch { /* next */ }
+  }
+  throw new Error("haproxy not found (tests/services.sh installs it: apt-get install haproxy)");
+}
+
+/** HAProxy on a free port in front of `nodes`; health checks drop a dead or draining node. */
+async function startHaproxy(nodes) {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), "skein-haproxy-"));
+  const cfg = path.join(dir, "haproxy.cfg");
+  writeFileSync(cfg, `
+global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 500ms
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+  retries 3
+  option redispatch
+frontend fe
+  bind 127.0.0.1:${port}
+  default_backend skein
+backend skein
+  balance roundrobin
+  option httpchk GET /health/ready
+  default-server inter 200ms fall 1 rise 2
+${nodes.map((n) => `  server ${n.name} 127.0.0.1:${n.port} check`).join("\n")}
+`);
+  const proc = h.trackProcess(spawn(haproxyBin(), ["-f", cfg, "-db"], { stdio: ["ignore", "pipe", "pipe"] }));
+  let log = "";
+  proc.stdout.on("data", (d) => { log += d; });
+  proc.stderr.on("data", (d) => { log += d; });
+  const url = `http://127.0.0.1:${port}`;
+  await until(async () => {
+    try { return (await h.http(port, { path: "/health/ready", ms: 500 })).status === 200; } catch { return false; }
+  }, 10000, "haproxy up");
+  return { url, port, proc, get log() { return log; }, stop: () => proc.kill("SIGKILL") };
+}
+
+const streamsArgs = (key) => ["--adapter", "redis-streams", "--redis-url", REDIS_URL, "--redis-key", key, "--redis-stream", `${key}-stream`];
+
+/** The scenario of both acceptance tests: kill or drain the client's node mid-stream. */
+async function survive(signal) {
+  const key = uniqueKey("csr");
+  const cluster = await startCluster({ adapterArgs: streamsArgs(key), args: ["--drain-period", "1000"] });
+  const lb = await startHaproxy(cluster.nodes);
+  try {
+    const client = h.track(h.io(lb.url, { forceNew: true, ...WS, reconnectionDelay: 200, reconnectionDelayMax: 500 }));
+    await waitEvent(client, "connect", 8000);
+    const { node: victimId } = await ask(client, "whoami");
+    const victim = cluster.nodes.find((n) => n.nodeId === victimId);
+    assert.ok(victim, `the client's node ${victimId}`);
+    const id = client.id;
+    await ask(client, "join", "R");
+    await ask(client, "set-data", { user: "carol", since: 1 });
+    const got = [];
+    client.on("msg", (m) => { if (m && m.seq !== undefined) got.push(m.seq); });
+    const disconnects = [];
+    client.on("disconnect", (r) => disconnects.push(r));
+
+    const other = cluster.nodes.find((n) => n !== victim);
+    const pub = h.track(h.io(other.url, { forceNew: true, reconnection: false, ...WS }));
+    await waitEvent(pub, "connect", 8000);
+    // 1,000 numbered events at a steady rate (about 2.5 s); the node goes down at 30%.
+    for (let seq = 0; seq < EVENTS; seq++) {
+      pub.emit("pub", { room: "R", seq });
+      if (seq === Math.floor(EVENTS * 0.3)) {
+        if (signal === "SIGKILL") victim.server.proc.kill("SIGKILL");
+        else victim.server.proc.kill("SIGTERM");
+      }
+      if (seq % 4 === 3) await sleep(10);
+    }
+    await ask(pub, "whoami"); // every pub was handled by its node
+    await until(() => got.length >= EVENTS && client.connected, 30000, `all ${EVENTS} events (got ${got.length})`).catch((e) => {
+      throw new Error(`${e.message}; disconnects ${JSON.stringify(disconnects)}; haproxy:\n${lb.log.slice(-1500)}`);
+    });
+    await sleep(300); // duplicates would show up here
+    assert.ok(disconnects.length >= 1, "the client did lose its node");
+    assert.equal(client.recovered, true, "socket.recovered");
+    assert.equal(client.id, id, "same socket id");
+    const { node: now } = await ask(client, "whoami");
+    assert.notEqual(now, victimId, "now on another node");
+    assert.deepEqual((await ask(client, "rooms")).sort(), [id, "R"].sort(), "still in R");
+    const fetched = await ask(client, "cluster-fetch", { rooms: [id] });
+    assert.deepEqual(fetched.sockets.map((s) => s.data), [{ user: "carol", since: 1 }], "socket.data intact");
+    assert.equal(got.length, EVENTS, "no duplicates");
+    assert.deepEqual(got, Array.from({ length: EVENTS }, (_, i) => i), "every event exactly once, in order");
+    if (signal === "SIGTERM") {
+      const exit = await victim.server.waitExit(8000);
+      assert.ok(exit && exit.code === 0, `the drained node exits cleanly: ${JSON.stringify(exit)}`);
+    }
+    victim.stopped = true;
+    cluster.assertAlive();
+  } finally {
+    lb.stop();
+    await cluster.stop();
+  }
+}
+
+describe("recovery across nodes behind a load balancer (Redis Streams)", () => {
+  test("SIGKILL: the client resumes on another node with its id, room, data and all 1,000 events once, in order", async () => {
+    await survive("SIGKILL");
+  });
+
+  test("SIGTERM: the drained node's client resumes the same way", async () => {
+    await survive("SIGTERM");
+  });
+});
+
+// ---------------------------------------------------------------- mixed cluster
+const NODE_SERVER = `
+import { createServer } from "node:http";
+import { Server } from "socket.io";
+import { createClient } from "redis";
+import { createAdapter } from "@socket.io/redis-streams-adapter";
+const [url, key, stream] = process.argv.slice(2);
+const redis = createClient({ url });
+await redis.connect();
+const http = createServer();
+const io = new Server(http, {
+  connectionStateRecovery: { maxDisconnectionDuration: 120000, skipMiddlewares: true },
+  adapter: createAdapter(redis, { streamName: stream, channelPrefix: key }),
+});
+io.on("connection", (s) => {
+  s.on("join", (room, ack) => { s.join(room); ack?.(room); });
+  s.on("set-data", (d, ack) => { s.data = d; ack?.(); });
+  s.on("rooms", (ack) => ack([...s.rooms]));
+  s.on("whoami", (ack) => ack({ node: "node-js", recovered: s.recovered, data: s.data }));
+  s.on("pub", (o) => io.to(o.room).emit("msg", o));
+});
+http.listen(0, "127.0.0.1", () => console.log("listening on 127.0.0.1:" + http.address().port));
+`;
+
+async function startNodeStreamsServer(key) {
+  const dir = mkdtempSync(path.join(h.REPO, "tests/js/.tmp-"));
+  const file = path.join(dir, "streams-server.mjs");
+  writeFileSync(file, NODE_SERVER);
+  const proc = h.trackProcess(spawn(process.execPath, [file, REDIS_URL, key, `${key}-stream`], { stdio: ["ignore", "pipe", "pipe"] }));
+  let out = "";
+  proc.stderr.on("data", (d) => { out += d; });
+  const port = await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`node streams server did not start: ${out}`)), 15000);
+    proc.stdout.on("data", (d) => {
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(String(d));
+      if (m) { clearTimeout(t); resolve(Number(m[1])); }
+    });
+  });
+  return { url: `http://127.0.0.1:${port}`, proc, dir, stop: () => proc.kill("SIGKILL") };
+}
+
+describe("mixed cluster: Node.js @socket.io/redis-streams-adapter and skein", () => {
+  const ctx = {};
+  before(async () => {
+    ctx.key = uniqueKey("mix");
+    ctx.skein = await h.startServer({ args: streamsArgs(ctx.key) });
+    ctx.node = await startNodeStreamsServer(ctx.key);
+  });
+  after(async () => {
+    h.closeClients();
+    ctx.node?.stop();
+    if (ctx.node) execFileSync("rm", ["-rf", ctx.node.dir]);
+    await ctx.skein?.stop("SIGKILL");
+  });
+
+  for (const [from, to] of [["skein", "node"], ["node", "skein"]]) {
+    test(`a session started on ${from} resumes on ${to}, with the events it missed`, async () => {
+      const urls = { skein: ctx.skein.url, node: ctx.node.url };
+      const a = h.track(h.io(urls[from], { forceNew: true, reconnection: false, ...WS }));
+      await waitEvent(a, "connect", 8000);
+      await ask(a, "join", "M");
+      await ask(a, "set-data", { who: "mixed" });
+      const got = [];
+      a.on("msg", (m) => got.push(m.n));
+      const pub = h.track(h.io(urls[to], { forceNew: true, reconnection: false, ...WS }));
+      await waitEvent(pub, "connect", 8000);
+      pub.emit("pub", { room: "M", n: 0 });
+      await until(() => got.length === 1, 5000, "an event before the drop (gives the client an offset)");
+      const { id, _pid: pid, _lastOffset: offset } = a;
+      assert.match(offset, /^\d+-\d+$/, "offsets are stream ids");
+      a.io.engine.close(); // transport close: the Node server persists its session now
+      await sleep(300);
+      for (let n = 1; n <= 5; n++) pub.emit("pub", { room: "M", n });
+      await sleep(300);
+      const b = h.track(h.io(urls[to], { forceNew: true, reconnection: false, ...WS, auth: { pid, offset } }));
+      const missed = [];
+      b.on("msg", (m) => missed.push(m.n));
+      await waitEvent(b, "connect", 8000);
+      assert.equal(b.id, id, `the ${from} session resumed on ${to}`);
+      await until(() => missed.length === 5, 5000, "the missed events");
+      assert.deepEqual(missed, [1, 2, 3, 4, 5]);
+      assert.deepEqual((await ask(b, "rooms")).sort(), [id, "M"].sort());
+    });
+  }
+});
