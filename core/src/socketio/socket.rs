@@ -32,8 +32,7 @@ pub type EventHandler = Arc<dyn Fn(&SocketRef, Data, Option<AckSender>) + Send +
 pub type AnyHandler = Arc<dyn Fn(&SocketRef, &str, &Data) + Send + Sync>;
 /// Takes an event that has no handler of its own: the socket, the event name, its
 /// arguments and the ack to answer if the client asked for one.
-pub type FallbackHandler =
-    Arc<dyn Fn(&SocketRef, &str, Data, Option<AckSender>) + Send + Sync>;
+pub type FallbackHandler = Arc<dyn Fn(&SocketRef, &str, Data, Option<AckSender>) + Send + Sync>;
 /// Runs when the socket disconnects.
 pub type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
 /// Checks or rewrites an incoming event before its handler (`socket.use`); an `Err`

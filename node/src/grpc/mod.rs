@@ -3,6 +3,8 @@
 //! token; health (for Kubernetes probes) and reflection (the schema only) do not.
 
 mod args;
+mod hub;
+mod relay;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -15,6 +17,7 @@ use skein_proto::v1::skein_server::SkeinServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
+pub use hub::{Hub, ACK_TIMEOUT};
 pub use service::Api;
 
 /// Checks `authorization: Bearer <token>` against the configured tokens.

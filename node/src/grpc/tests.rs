@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Request};
 
-use super::{api_service, Api, Auth};
+use super::{api_service, Api, Auth, Hub};
 
 const TOKEN: &str = "test-token";
 
@@ -20,11 +20,15 @@ struct Fixture {
     io: SocketIo,
     url: String,
     client: SkeinClient<Channel>,
+    hub: Hub,
 }
 
 async fn fixture() -> Fixture {
     let io = SocketIo::default();
-    io.ns("/", |s| {
+    let hub = Hub::new("node-test", Duration::from_millis(800));
+    let h = hub.clone();
+    io.ns("/", move |s| {
+        h.install(&s);
         s.join("lobby");
         s.on("echo", |_, d, ack| {
             if let Some(a) = ack {
@@ -33,6 +37,7 @@ async fn fixture() -> Fixture {
         });
     });
     io.ns("/other", |_| {});
+    hub.attach(&io.of("/").unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "ws://{}/socket.io/?EIO=4&transport=websocket",
@@ -46,7 +51,7 @@ async fn fixture() -> Fixture {
     ));
     let (client_io, server_io) = tokio::io::duplex(1 << 20);
     let svc = api_service(
-        Api::new(io.clone(), None, "node-test".into()),
+        Api::new(io.clone(), None, "node-test".into(), hub.clone()),
         Auth::new(vec![TOKEN.into()]),
     );
     tokio::spawn(
@@ -70,6 +75,7 @@ async fn fixture() -> Fixture {
         io,
         url,
         client: SkeinClient::new(channel),
+        hub,
     }
 }
 
