@@ -131,6 +131,7 @@ impl Hub {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut n = 0u64;
+            let mut next_advert = ADVERT_EVERY.as_secs();
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
@@ -141,8 +142,11 @@ impl Hub {
                     // The adapter may not have been subscribed when we first said hello.
                     hub.hello();
                 }
-                if n % ADVERT_EVERY.as_secs() == 0 && !hub.inner.subs.read().is_empty() {
-                    hub.advertise();
+                if n >= next_advert {
+                    next_advert = n + ADVERT_EVERY.as_secs();
+                    if !hub.inner.subs.read().is_empty() {
+                        hub.advertise();
+                    }
                 }
             }
         });
@@ -256,21 +260,21 @@ impl Hub {
     /// Hands an event to one matching local subscriber with room for it.
     pub(super) fn deliver_local(&self, mut ev: ClientEvent) -> bool {
         let subs = self.inner.subs.read();
-        let len = subs.len();
-        if len == 0 {
+        let matching: Vec<&Sub> = subs
+            .iter()
+            .filter(|s| s.filter.matches(&ev.namespace, &ev.event))
+            .collect();
+        if matching.is_empty() {
             return false;
         }
         let start = self.inner.rr.fetch_add(1, Ordering::Relaxed);
-        for i in 0..len {
-            let s = &subs[(start + i) % len];
-            if !s.filter.matches(&ev.namespace, &ev.event) {
-                continue;
-            }
-            match s.tx.try_send(ev) {
+        for i in 0..matching.len() {
+            match matching[(start + i) % matching.len()].tx.try_send(ev) {
                 Ok(()) => {
                     self.inner.delivered.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
+                // Full or gone: the next one.
                 Err(TrySendError::Full(e) | TrySendError::Closed(e)) => ev = e,
             }
         }
@@ -419,7 +423,7 @@ impl Hub {
             return false;
         };
         let mut pend = self.inner.pending.lock();
-        if !pend.get(&n).is_some_and(|p| p.ack.is_some()) {
+        if pend.get(&n).is_none_or(|p| p.ack.is_none()) {
             return false;
         }
         let p = pend.remove(&n);
