@@ -103,7 +103,17 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(api_service(api, Auth::new(tokens)));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle: a streamed message (Subscribe, EmitWithAck) is a small write after the
+    // headers, which would otherwise wait for the peer's delayed ACK (~40 ms).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            if let Ok(c) = &conn {
+                let _ = c.set_nodelay(true);
+            }
+            conn
+        },
+    );
     tokio::spawn(async move {
         let stop = async move {
             shutdown.await;
