@@ -452,6 +452,15 @@ impl Hub {
         self.ack_remote(node, id, data).await
     }
 
+    /// The delivery ids of the pending deliveries.
+    #[cfg(test)]
+    pub(super) fn pending_ids(&self) -> Vec<String> {
+        let p = self.inner.pending.lock();
+        p.keys()
+            .map(|n| format!("{}/{:x}/{n}", self.inner.node, self.inner.epoch))
+            .collect()
+    }
+
     /// Drops what expired: acks that waited too long (the client gets an error), and
     /// deliveries of sockets that left.
     fn sweep(&self) {

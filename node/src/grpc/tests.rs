@@ -683,3 +683,54 @@ async fn subscribe_and_ack_refuse_bad_arguments() {
         .unwrap_err();
     assert!(e.message().starts_with("event:"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn a_forwarded_event_tries_each_advertised_node_then_is_refused() {
+    use super::hub::Filter;
+    let mut f = fixture().await;
+    // Two other nodes advertise a subscriber (nothing crosses with the memory adapter:
+    // their answers are played here).
+    let filter = Filter {
+        ns: "/".into(),
+        events: vec!["far".into()],
+    };
+    f.hub.set_remote("n1", vec![filter.clone()]);
+    f.hub.set_remote("n2", vec![filter]);
+    let (mut a, _) = sio_client(&f.url).await;
+    let pending = |hub: &Hub| hub.pending_ids();
+    for (round, ack_id) in [(1, "8"), (2, "9")] {
+        a.send(Message::text(format!(r#"42{ack_id}["far",{round}]"#)))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let id = loop {
+            if let Some(id) = pending(&f.hub).pop() {
+                break id;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never pending");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // The first node cannot take it: the event goes to the second one.
+        f.hub.on_nack(&id);
+        assert_eq!(pending(&f.hub), std::slice::from_ref(&id));
+        if round == 1 {
+            // The second one's subscriber answers, through the API.
+            f.client
+                .ack_client_event(authed(AckClientEventRequest {
+                    delivery_id: id,
+                    args: args(r#"["from afar"]"#),
+                }))
+                .await
+                .unwrap();
+            assert_eq!(next_text(&mut a).await, r#"438["from afar"]"#);
+        } else {
+            // Neither can: the client gets the error.
+            f.hub.on_nack(&id);
+            assert_eq!(
+                next_text(&mut a).await,
+                r#"439[{"error":"no subscriber","event":"far"}]"#
+            );
+        }
+        assert!(pending(&f.hub).is_empty());
+    }
+}
