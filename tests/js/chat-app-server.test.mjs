@@ -1,6 +1,7 @@
 // The chat demo run by an app server outside the node (examples/chat-app-server, Python,
 // gRPC API only): `skein --demo --demo-logic api` serves the page and the sockets, the
-// app server subscribes to the chat's events and answers them through the API.
+// app server subscribes to the chat's events and answers them through the API. The same
+// checks run against the built-in logic (`--demo-logic builtin`): both must behave alike.
 // Needs python3 with grpcio and grpcio-tools (tests/python/requirements.txt); skipped
 // without them unless SKEIN_REQUIRE_PYTHON is set.
 import { describe, test, before, after } from "node:test";
@@ -44,15 +45,16 @@ function client(url, username) {
 
 const joinRoom = (s, room) => s.timeout(5000).emitWithAck("join room", room);
 
-describe("chat demo driven by the example app server (gRPC Subscribe)", () => {
-  const reason = skipReason();
+for (const logic of ["api", "builtin"]) describe(`chat demo, --demo-logic ${logic}`, () => {
+  const reason = logic === "api" ? skipReason() : h.TARGET !== "skein" ? "skein only" : null;
   let srv, app;
 
   before(async () => {
     if (reason) return;
     srv = await h.startServer({
-      kind: "skein", args: ["--demo", "--demo-logic", "api", "--grpc-port", "0", "--grpc-tokens", TOKEN],
+      kind: "skein", args: ["--demo", "--demo-logic", logic, "--grpc-port", "0", "--grpc-tokens", TOKEN],
     });
+    if (logic !== "api") return;
     await h.until(() => /grpc listening on \S+/.test(srv.stdout), 10000, "gRPC port printed");
     const grpcAddr = /grpc listening on (\S+)/.exec(srv.stdout)[1];
     app = await startApp(grpcAddr);
@@ -70,7 +72,7 @@ describe("chat demo driven by the example app server (gRPC Subscribe)", () => {
     }
   });
 
-  test("two clients chat in a room; typing and the join ack go through the app server",
+  test("two clients chat in a room, with typing and the join ack",
     { skip: reason ?? false, timeout: 60000 }, async () => {
       const page = await h.http(srv.port, { path: "/" });
       assert.equal(page.status, 200, "the node serves the demo page");
@@ -109,7 +111,7 @@ describe("chat demo driven by the example app server (gRPC Subscribe)", () => {
       assert.deepEqual(got.carol, [], "room r2 gets nothing of r1");
     });
 
-  test("without the app server, the join ack is an error", { skip: reason ?? false, timeout: 30000 }, async () => {
+  test("without the app server, the join ack is an error", { skip: logic !== "api" || (reason ?? false), timeout: 30000 }, async () => {
     app.proc.kill("SIGKILL");
     await h.until(() => app.proc.exitCode !== null || app.proc.signalCode !== null, 5000, "app server gone");
     const dave = client(srv.url, "dave");

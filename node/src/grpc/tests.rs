@@ -635,6 +635,13 @@ async fn subscribe_and_ack_refuse_bad_arguments() {
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().starts_with(field), "{field}: {}", e.message());
     }
+    // A name a dynamic namespace accepts is fine before any client created it.
+    f.io.dyn_ns(|n| n.starts_with("/dyn-"), |_| {});
+    f.client
+        .subscribe(authed(sub_req("/dyn-x", &[])))
+        .await
+        .unwrap();
+    assert!(f.io.of("/dyn-x").is_none());
     let e = f
         .client
         .subscribe(Request::new(sub_req("/", &[])))
