@@ -14,7 +14,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use skein::{AckSender, Data, Namespace, SocketRef};
 use skein_proto::v1::ClientEvent;
@@ -22,6 +21,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
 
 use super::args::to_args;
+pub use super::subscription::{Filter, SubStream};
 
 /// How long a client's ack waits for an app server by default.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,19 +34,6 @@ const FORWARD_KEEP: Duration = Duration::from_secs(10);
 /// How often nodes advertise their subscribers, and how long an advert lasts.
 pub(super) const ADVERT_EVERY: Duration = Duration::from_secs(5);
 const ADVERT_TTL: Duration = Duration::from_secs(15);
-
-/// What a subscriber takes: one namespace, some events (all when empty).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Filter {
-    pub ns: String,
-    pub events: Vec<String>,
-}
-
-impl Filter {
-    fn matches(&self, ns: &str, event: &str) -> bool {
-        self.ns == ns && (self.events.is_empty() || self.events.iter().any(|e| e == event))
-    }
-}
 
 struct Sub {
     id: u64,
@@ -187,14 +174,10 @@ impl Hub {
         let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         self.inner.subs.write().push(Sub { id, filter, tx });
         self.advertise();
-        SubStream {
-            rx,
-            hub: Arc::downgrade(&self.inner),
-            id,
-        }
+        SubStream::new(rx, Arc::downgrade(&self.inner), id)
     }
 
-    fn unsubscribe(&self, id: u64) {
+    pub(super) fn unsubscribe(&self, id: u64) {
         self.inner.subs.write().retain(|s| s.id != id);
         self.advertise();
     }
@@ -513,30 +496,4 @@ fn rand_epoch() -> u32 {
             .unwrap_or(0),
     );
     h.finish() as u32
-}
-
-/// A subscriber's events; dropping it (the app server went away) unsubscribes.
-pub struct SubStream {
-    rx: mpsc::Receiver<ClientEvent>,
-    hub: Weak<Inner>,
-    id: u64,
-}
-
-impl futures_util::Stream for SubStream {
-    type Item = Result<ClientEvent, tonic::Status>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|o| o.map(Ok))
-    }
-}
-
-impl Drop for SubStream {
-    fn drop(&mut self) {
-        if let Some(inner) = self.hub.upgrade() {
-            Hub { inner }.unsubscribe(self.id);
-        }
-    }
 }

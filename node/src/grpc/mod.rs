@@ -7,6 +7,9 @@ mod hub;
 mod relay;
 mod service;
 #[cfg(test)]
+mod subscribe_tests;
+mod subscription;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
