@@ -22,13 +22,14 @@ cargo build --workspace --all-targets --quiet
 step "Rust tests"
 SKEIN_FUZZ_SECS=${SKEIN_FUZZ_SECS:-5} timeout 900 cargo test --workspace
 
-step "official client, raw protocol and browser tests"
+step "official client, raw protocol, browser and example app server tests"
+# The example app server (examples/chat-app-server) is Python: its deps come first.
+python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 (cd node/demo && npm ci --no-audit --no-fund --loglevel=error)
-(cd tests/js && SKEIN_BIN="$PWD/../../target/debug/skein" SKEIN_REQUIRE_BROWSER=1 timeout 1200 npm test)
+(cd tests/js && SKEIN_BIN="$PWD/../../target/debug/skein" SKEIN_REQUIRE_BROWSER=1 SKEIN_REQUIRE_PYTHON=1 timeout 1200 npm test)
 
 step "gRPC API from Python (stubs generated from proto/ at test time)"
-python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 SKEIN_BIN="$PWD/target/debug/skein" timeout 300 python3 -m pytest -q tests/python
 
 if [ -x bench/ci-smoke.sh ]; then

@@ -74,6 +74,10 @@ pub struct Flags {
     /// Serve the chat demo at `/`.
     #[arg(long, env = "SKEIN_DEMO")]
     pub demo: bool,
+    /// Who runs the demo's chat: builtin (the node) or api (an app server through the
+    /// gRPC API, e.g. examples/chat-app-server) [default: builtin].
+    #[arg(long, env = "SKEIN_DEMO_LOGIC")]
+    pub demo_logic: Option<String>,
     /// Register the benchmark handlers (`echo`, `join`, `pub`).
     #[arg(long, env = "SKEIN_BENCH_HANDLERS")]
     pub bench_handlers: bool,
@@ -164,6 +168,7 @@ struct FileConfig {
     log: Option<String>,
     log_format: Option<String>,
     demo: Option<bool>,
+    demo_logic: Option<String>,
     bench_handlers: Option<bool>,
     test_handlers: Option<bool>,
     client_bundle: Option<PathBuf>,
@@ -219,6 +224,8 @@ pub struct Config {
     pub log: String,
     pub log_json: bool,
     pub demo: bool,
+    /// The demo's chat runs through the gRPC API (`--demo-logic api`).
+    pub demo_api: bool,
     pub bench_handlers: bool,
     pub test_handlers: bool,
     pub client_bundle: Option<PathBuf>,
@@ -378,7 +385,14 @@ impl Config {
         } else {
             None
         };
+        let demo_api = match pick!(demo_logic, "builtin".to_owned()).as_str() {
+            "builtin" => false,
+            "api" if grpc.is_some() => true,
+            "api" => bail!("demo_logic api needs the gRPC API (grpc_port and grpc_tokens)"),
+            other => bail!("demo_logic must be builtin or api, got {other:?}"),
+        };
         Ok(Config {
+            demo_api,
             drain_period: Duration::from_millis(pick!(drain_period, 10_000)),
             grpc,
             adapter,
@@ -471,5 +485,20 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("go together"), "{e}");
+        let e = load(&["--demo", "--demo-logic", "api"]).unwrap_err();
+        assert!(e.to_string().contains("demo_logic"), "{e}");
+        let e = load(&["--demo-logic", "remote"]).unwrap_err();
+        assert!(e.to_string().contains("demo_logic"), "{e}");
+        let c = load(&[
+            "--demo",
+            "--demo-logic",
+            "api",
+            "--grpc-port",
+            "0",
+            "--grpc-tokens",
+            "t",
+        ])
+        .unwrap();
+        assert!(c.demo && c.demo_api);
     }
 }

@@ -109,20 +109,36 @@ async fn run(config: Config) -> Result<()> {
         .or(config.node_id.clone())
         .unwrap_or_else(|| format!("node-{}", std::process::id()));
     let io = SocketIo::new(io_config);
+    // With the API on, events no application handler takes go to its subscribers.
+    let hub = config
+        .grpc
+        .as_ref()
+        .map(|_| grpc::Hub::new(&node_id, grpc::ACK_TIMEOUT));
+    let hook: apps::Hook = match &hub {
+        Some(h) => {
+            let h = h.clone();
+            Arc::new(move |s| h.install(s))
+        }
+        None => apps::no_hook(),
+    };
     if config.test_handlers {
-        apps::test_app::register(&io, &node_id);
+        apps::test_app::register(&io, &node_id, hook);
     } else if config.bench_handlers {
-        apps::test_app::register_bench(&io);
+        apps::test_app::register_bench(&io, hook);
     } else if config.demo {
-        apps::demo::register(&io);
+        apps::demo::register(&io, hook, !config.demo_api);
     } else {
         // A bare node: the main namespace accepts sockets; applications drive them
         // through the cluster (gRPC API, adapters).
-        io.ns("/", |_| {});
+        io.ns("/", move |s| hook(&s));
+    }
+    if let (Some(h), Some(root)) = (&hub, io.of("/")) {
+        h.attach(&root);
     }
     let metrics = web::Metrics {
         io: io.clone(),
         cluster: cluster.clone(),
+        hub: hub.clone(),
     };
     let handler = web::handler(&io, &config, metrics)?;
     let addr: SocketAddr = format!("{}:{}", config.host, config.port)
@@ -146,7 +162,8 @@ async fn run(config: Config) -> Result<()> {
         let stop = async {
             let _ = grpc_stop_rx.await;
         };
-        let api = grpc::Api::new(io.clone(), cluster.clone(), node_id.clone());
+        let hub = hub.clone().expect("the hub exists when the API is on");
+        let api = grpc::Api::new(io.clone(), cluster.clone(), node_id.clone(), hub);
         let bound = grpc::serve(addr, api, g.tokens.clone(), g.tls.clone(), stop).await?;
         tracing::info!(%bound, "gRPC API started");
         println!("grpc listening on {bound}");
@@ -168,6 +185,10 @@ async fn run(config: Config) -> Result<()> {
     io.begin_drain();
     let _ = stop_tx.send(());
     io.drain(config.drain_period).await;
+    if let Some(h) = &hub {
+        // Ends the Subscribe streams, so that the gRPC server can finish.
+        h.close();
+    }
     let _ = grpc_stop_tx.send(());
     io.close(grace).await;
     if let Some(f) = &cluster {

@@ -59,6 +59,8 @@ fn respond(status: StatusCode, ctype: &'static str, body: Bytes) -> Response<Ful
 pub struct Metrics {
     pub io: SocketIo,
     pub cluster: Option<RedisAdapterFactory>,
+    /// The gRPC API's subscriber hub, when the API is on.
+    pub hub: Option<crate::grpc::Hub>,
 }
 
 impl Metrics {
@@ -76,6 +78,16 @@ impl Metrics {
                 ns.name().replace('"', "'"),
                 ns.local_len()
             ));
+        }
+        if let Some(h) = &self.hub {
+            for (name, help, kind, v) in [
+                ("skein_grpc_subscribers", "Subscribe streams open on this node.", "gauge", h.subscribers() as u64),
+                ("skein_grpc_events_delivered_total", "Client events handed to a subscriber of this node.", "counter", h.delivered()),
+                ("skein_grpc_events_unrouted_total", "Client events without an ack that no subscriber could take (dropped).", "counter", h.unrouted()),
+                ("skein_grpc_events_refused_total", "Client events with an ack that no subscriber could take (answered with an error).", "counter", h.refused()),
+            ] {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+            }
         }
         if let Some(c) = &self.cluster {
             out.push_str("# HELP skein_cluster_undelivered_total Messages that could not reach the other nodes.\n");

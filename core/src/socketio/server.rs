@@ -220,6 +220,13 @@ impl SocketIo {
         self.inner.nsps.read().get(name).cloned()
     }
 
+    /// Whether a client could connect to `name`: a registered namespace, or a name one
+    /// of the dynamic namespaces matches (nothing is created).
+    pub fn accepts_namespace(&self, name: &str) -> bool {
+        self.inner.nsps.read().contains_key(name)
+            || self.inner.parents.read().iter().any(|(m, _)| m(name))
+    }
+
     pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
         self.inner.nsps.read().values().cloned().collect()
     }

@@ -3,17 +3,28 @@
 //! Client → server: `join room` (room name), `chat message` `{room, message}`, `typing`
 //! and `stop typing` `{room}`. Server → room: `chat message` `{user, message, timestamp}`;
 //! to the others in the room: `typing` / `stop typing` `{user}`.
+//!
+//! With `--demo-logic api` the node only serves the page and the sockets: an app server
+//! outside the node (`examples/chat-app-server/`) runs this logic through the gRPC API.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use skein::{Data, SocketIo, SocketRef};
 
+use super::Hook;
+
 /// The page served at `/`.
 pub const INDEX_HTML: &str = include_str!("../../demo/index.html");
 
-pub fn register(io: &SocketIo) {
-    io.ns("/", on_connect);
+/// The chat on `/`: handled here (`builtin`), or left to the API's subscribers.
+pub fn register(io: &SocketIo, hook: Hook, builtin: bool) {
+    io.ns("/", move |s| {
+        hook(&s);
+        if builtin {
+            on_connect(s);
+        }
+    });
 }
 
 /// The user's name: `auth.username` if given, else a short name from the socket id.

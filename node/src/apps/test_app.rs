@@ -8,11 +8,14 @@ use serde_json::{json, Value};
 use skein::socketio::{BroadcastOperator, RemoteSocket};
 use skein::{ConnectError, Data, Namespace, SocketIo, SocketRef};
 
-use super::rooms_of;
+use super::{rooms_of, Hook};
 
 /// `echo`, `join` and `pub` on `/`: what every benchmarked server runs.
-pub fn register_bench(io: &SocketIo) {
-    io.ns("/", |s| bench_handlers(&s));
+pub fn register_bench(io: &SocketIo, hook: Hook) {
+    io.ns("/", move |s| {
+        hook(&s);
+        bench_handlers(&s)
+    });
 }
 
 fn bench_handlers(s: &SocketRef) {
@@ -37,11 +40,14 @@ fn bench_handlers(s: &SocketRef) {
 }
 
 /// Every namespace and handler of tests/CONTRACT.md.
-pub fn register(io: &SocketIo, node_id: &str) {
+pub fn register(io: &SocketIo, node_id: &str, hook: Hook) {
     let node: Arc<str> = node_id.into();
     let connect = {
         let node = node.clone();
-        move |s: SocketRef| on_connect(s, &node)
+        move |s: SocketRef| {
+            hook(&s);
+            on_connect(s, &node)
+        }
     };
     let root = io.ns("/", connect.clone());
     let custom = io.ns("/custom", connect.clone());

@@ -136,3 +136,37 @@ pub fn timeout(field: &str, ms: u32) -> Result<std::time::Duration, Status> {
     }
     Ok(std::time::Duration::from_millis(u64::from(ms)))
 }
+
+/// The namespace of a subscription ("/" when empty): registered on the node, or one a
+/// dynamic namespace of the node accepts.
+pub fn subscribable_namespace(io: &SocketIo, name: &str) -> Result<String, Status> {
+    let name = if name.is_empty() { "/" } else { name };
+    if !io.accepts_namespace(name) {
+        return Err(invalid(
+            "namespace",
+            format!("namespace {name:?} does not exist"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// The event names a subscriber takes: each 1 to 256 characters and not reserved.
+pub fn event_filter(list: &[String]) -> Result<Vec<String>, Status> {
+    if list.len() > 1000 {
+        return Err(invalid("events", "at most 1000 event names"));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let field = format!("events[{i}]");
+        if e.is_empty() || e.len() > MAX_ROOM {
+            return Err(invalid(&field, "event names are 1 to 256 characters"));
+        }
+        if skein::socketio::packet::is_reserved(e) {
+            return Err(invalid(&field, format!("{e:?} is a reserved event name")));
+        }
+        if !out.contains(e) {
+            out.push(e.clone());
+        }
+    }
+    Ok(out)
+}

@@ -3,7 +3,12 @@
 //! token; health (for Kubernetes probes) and reflection (the schema only) do not.
 
 mod args;
+mod hub;
+mod relay;
 mod service;
+#[cfg(test)]
+mod subscribe_tests;
+mod subscription;
 #[cfg(test)]
 mod tests;
 
@@ -15,6 +20,7 @@ use skein_proto::v1::skein_server::SkeinServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
+pub use hub::{Hub, ACK_TIMEOUT};
 pub use service::Api;
 
 /// Checks `authorization: Bearer <token>` against the configured tokens.
@@ -100,7 +106,17 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(api_service(api, Auth::new(tokens)));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle: a streamed message (Subscribe, EmitWithAck) is a small write after the
+    // headers, which would otherwise wait for the peer's delayed ACK (~40 ms).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            if let Ok(c) = &conn {
+                let _ = c.set_nodelay(true);
+            }
+            conn
+        },
+    );
     tokio::spawn(async move {
         let stop = async move {
             shutdown.await;

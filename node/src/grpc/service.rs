@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::args;
+use super::hub::{AckOutcome, Filter, Hub, SubStream};
 
 /// The API over one node's server.
 #[derive(Clone)]
@@ -20,14 +21,22 @@ pub struct Api {
     io: SocketIo,
     cluster: Option<RedisAdapterFactory>,
     node_id: String,
+    hub: Hub,
 }
 
 impl Api {
-    pub fn new(io: SocketIo, cluster: Option<RedisAdapterFactory>, node_id: String) -> Self {
+    /// The API of a node whose sockets route their unhandled events through `hub`.
+    pub fn new(
+        io: SocketIo,
+        cluster: Option<RedisAdapterFactory>,
+        node_id: String,
+        hub: Hub,
+    ) -> Self {
         Api {
             io,
             cluster,
             node_id,
+            hub,
         }
     }
 
@@ -218,6 +227,12 @@ impl Skein for Api {
         let r = req.into_inner();
         let ns = args::namespace(&self.io, "namespace", &r.namespace)?;
         let event = args::event(&r.event)?;
+        if event.starts_with(super::relay::RESERVED_PREFIX) {
+            return Err(Status::invalid_argument(format!(
+                "event: the prefix {:?} is reserved for the nodes",
+                super::relay::RESERVED_PREFIX
+            )));
+        }
         let data = args::data(r.args.as_ref(), self.max_payload())?;
         if r.timeout_ms == 0 {
             ns.server_side_emit(&event, data).map_err(adapter_err)?;
@@ -237,6 +252,43 @@ impl Skein for Api {
             responses_json,
             missing_nodes: g.missing,
         }))
+    }
+
+    type SubscribeStream = SubStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = req.into_inner();
+        let filter = Filter {
+            ns: args::subscribable_namespace(&self.io, &r.namespace)?,
+            events: args::event_filter(&r.events)?,
+        };
+        tracing::debug!(ns = filter.ns, events = ?filter.events, "subscriber added");
+        Ok(Response::new(self.hub.subscribe(filter)))
+    }
+
+    async fn ack_client_event(
+        &self,
+        req: Request<AckClientEventRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        if super::hub::parse_id(&r.delivery_id).is_none() {
+            return Err(Status::invalid_argument(
+                "delivery_id: not a delivery id of a ClientEvent",
+            ));
+        }
+        let data = args::data(r.args.as_ref(), self.max_payload())?;
+        match self.hub.ack(&r.delivery_id, data).await {
+            AckOutcome::Sent => Ok(Response::new(Empty {})),
+            AckOutcome::NotFound => Err(Status::not_found(
+                "delivery_id: unknown, already answered, without an ack, or expired",
+            )),
+            AckOutcome::Unreachable(node) => Err(Status::unavailable(format!(
+                "delivery_id: node {node:?} that holds it did not answer"
+            ))),
+        }
     }
 
     async fn cluster_info(

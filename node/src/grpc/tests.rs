@@ -12,19 +12,23 @@ use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Request};
 
-use super::{api_service, Api, Auth};
+use super::{api_service, Api, Auth, Hub};
 
 const TOKEN: &str = "test-token";
 
-struct Fixture {
-    io: SocketIo,
-    url: String,
-    client: SkeinClient<Channel>,
+pub(super) struct Fixture {
+    pub io: SocketIo,
+    pub url: String,
+    pub client: SkeinClient<Channel>,
+    pub hub: Hub,
 }
 
-async fn fixture() -> Fixture {
+pub(super) async fn fixture() -> Fixture {
     let io = SocketIo::default();
-    io.ns("/", |s| {
+    let hub = Hub::new("node-test", Duration::from_millis(800));
+    let h = hub.clone();
+    io.ns("/", move |s| {
+        h.install(&s);
         s.join("lobby");
         s.on("echo", |_, d, ack| {
             if let Some(a) = ack {
@@ -33,6 +37,7 @@ async fn fixture() -> Fixture {
         });
     });
     io.ns("/other", |_| {});
+    hub.attach(&io.of("/").unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "ws://{}/socket.io/?EIO=4&transport=websocket",
@@ -46,7 +51,7 @@ async fn fixture() -> Fixture {
     ));
     let (client_io, server_io) = tokio::io::duplex(1 << 20);
     let svc = api_service(
-        Api::new(io.clone(), None, "node-test".into()),
+        Api::new(io.clone(), None, "node-test".into(), hub.clone()),
         Auth::new(vec![TOKEN.into()]),
     );
     tokio::spawn(
@@ -70,21 +75,22 @@ async fn fixture() -> Fixture {
         io,
         url,
         client: SkeinClient::new(channel),
+        hub,
     }
 }
 
-fn authed<T>(msg: T) -> Request<T> {
+pub(super) fn authed<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     r
 }
 
-type Ws =
+pub(super) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A raw Socket.IO client on `/`: returns it with its socket id.
-async fn sio_client(url: &str) -> (Ws, String) {
+pub(super) async fn sio_client(url: &str) -> (Ws, String) {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let open = next_text(&mut ws).await;
     assert!(open.starts_with('0'), "{open}");
@@ -95,7 +101,7 @@ async fn sio_client(url: &str) -> (Ws, String) {
 }
 
 /// The next text message, answering pings; panics after 5 s.
-async fn next_text(ws: &mut Ws) -> String {
+pub(super) async fn next_text(ws: &mut Ws) -> String {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -119,7 +125,7 @@ fn target(rooms: &[&str]) -> Option<Selector> {
     })
 }
 
-fn args(json: &str) -> Option<Args> {
+pub(super) fn args(json: &str) -> Option<Args> {
     Some(Args {
         json: json.into(),
         binary: vec![],
