@@ -271,6 +271,7 @@ impl RedisAdapterFactory {
                 let Some(log) = s.streams.get().cloned() else {
                     return;
                 };
+                log.trim_by_age();
                 let adapters: Vec<_> = s
                     .adapters
                     .read()

@@ -48,6 +48,27 @@ pub const KEEPALIVE: Duration = Duration::from_secs(10);
 const MAX_QUEUED: usize = 200_000;
 const BROADCAST: &str = "3";
 
+/// Writes a session unless another socket instance owns it: the owner is kept beside the
+/// session (`<key>#owner`, which Node servers ignore). A session that was taken (the key
+/// is gone) can be written by anyone, and its new instance claims it (ARGV[4]) whatever
+/// wrote it since; after that, a stale instance (its node has not noticed the client
+/// left) can neither overwrite nor delete it.
+const SAVE_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[2])
+if ARGV[4] ~= '1' and cur and cur ~= ARGV[3] and redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return 1
+"#;
+const DISCARD_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[2])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"#;
+
 /// Options of streams mode.
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {
@@ -59,6 +80,8 @@ pub struct StreamsConfig {
     pub session_prefix: String,
     /// How long a disconnected session stays recoverable.
     pub max_disconnection: Duration,
+    /// The oldest entry kept (`XTRIM MINID`, every keepalive).
+    pub max_age: Duration,
 }
 
 impl Default for StreamsConfig {
@@ -68,6 +91,7 @@ impl Default for StreamsConfig {
             max_len: 10_000,
             session_prefix: "sio:session:".into(),
             max_disconnection: Duration::from_secs(120),
+            max_age: Duration::from_secs(180),
         }
     }
 }
@@ -210,6 +234,18 @@ impl StreamLog {
         self.send(cmd);
     }
 
+    /// Drops the entries older than `max_age`.
+    pub(crate) fn trim_by_age(&self) {
+        let min =
+            skein::adapter::recovery::now_ms().saturating_sub(self.cfg.max_age.as_millis() as u64);
+        let mut cmd = redis::cmd("XTRIM");
+        cmd.arg(&self.cfg.stream)
+            .arg("MINID")
+            .arg("~")
+            .arg(format!("{min}-0"));
+        self.send(cmd);
+    }
+
     pub(crate) fn position(&self) -> String {
         self.position.lock().clone()
     }
@@ -237,6 +273,26 @@ impl StreamLog {
         rx.await.unwrap_or(Err(NotRecovered::Gone))
     }
 
+    /// A session write; `claim` skips the owner check (see [`SAVE_SCRIPT`]).
+    fn write(&self, rec: &SessionRecord, claim: bool) {
+        let ttl = if rec.connected {
+            self.cfg.max_disconnection + KEEPALIVE * 3
+        } else {
+            self.cfg.max_disconnection
+        };
+        let key = self.key(&rec.pid);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SAVE_SCRIPT)
+            .arg(2)
+            .arg(&key)
+            .arg(format!("{key}#owner"))
+            .arg(encode_session(rec))
+            .arg(ttl.as_millis() as u64)
+            .arg(rec.owner.as_deref().unwrap_or(""))
+            .arg(if claim { "1" } else { "0" });
+        self.send(cmd);
+    }
+
     fn key(&self, pid: &str) -> String {
         format!("{}{}", self.cfg.session_prefix, pid)
     }
@@ -256,22 +312,21 @@ fn decode_session(s: &str) -> Option<SessionRecord> {
 #[async_trait::async_trait]
 impl SessionStore for StreamLog {
     fn save(&self, rec: &SessionRecord) {
-        let ttl = if rec.connected {
-            self.cfg.max_disconnection + KEEPALIVE * 3
-        } else {
-            self.cfg.max_disconnection
-        };
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&rec.pid))
-            .arg(encode_session(rec))
-            .arg("PX")
-            .arg(ttl.as_millis() as u64);
-        self.send(cmd);
+        self.write(rec, false);
+    }
+
+    fn claim(&self, rec: &SessionRecord) {
+        self.write(rec, true);
     }
 
     fn discard(&self, rec: &SessionRecord) {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.key(&rec.pid));
+        let key = self.key(&rec.pid);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(DISCARD_SCRIPT)
+            .arg(2)
+            .arg(&key)
+            .arg(format!("{key}#owner"))
+            .arg(rec.owner.as_deref().unwrap_or(""));
         self.send(cmd);
     }
 
@@ -604,4 +659,98 @@ async fn max_deleted(
         }
     }
     Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn fields(data: String) -> HashMap<String, String> {
+        [("uid", "u"), ("nsp", "/"), ("type", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .chain([("data".to_owned(), data)])
+            .collect()
+    }
+
+    #[test]
+    fn reads_a_node_streams_adapter_broadcast() {
+        // What @socket.io/redis-streams-adapter 0.3 writes for `io.to("M").except("x").emit("msg", {n: 1})`.
+        let data = r#"{"packet":{"type":2,"data":["msg",{"n":1}],"nsp":"/"},"opts":{"rooms":["M"],"except":["x"],"flags":{}}}"#;
+        let (p, o) = decode_broadcast(&fields(data.into())).unwrap();
+        assert_eq!(p.event, "msg");
+        assert_eq!(p.data.args, vec![json!({"n": 1})]);
+        assert_eq!(o.rooms, vec![Room::from("M")]);
+        assert_eq!(o.except, vec![Room::from("x")]);
+        assert!(!o.flags.volatile);
+        // A broadcast with acks is ephemeral: never delivered from the stream.
+        let acked = r#"{"requestId":"r","packet":{"type":2,"data":["msg"],"nsp":"/"},"opts":{"rooms":[],"except":[],"flags":{}}}"#;
+        assert!(decode_broadcast(&fields(acked.into())).is_none());
+        assert!(decode_broadcast(&fields("{not json".into())).is_none());
+        assert!(decode_broadcast(&fields("!!!".into())).is_none());
+    }
+
+    #[test]
+    fn reads_a_binary_broadcast_as_base64_msgpack() {
+        let d = Data::new(vec![json!("x")]).push_binary(Bytes::from_static(&[1, 2, 3]));
+        let mp = Mp::Map(vec![
+            (
+                Mp::from("opts"),
+                msgpack::to_mp(
+                    &json!({"rooms": [], "except": [], "flags": {"volatile": true}}),
+                    &[],
+                ),
+            ),
+            (
+                Mp::from("packet"),
+                Mp::Map(vec![
+                    (Mp::from("type"), Mp::from(2)),
+                    (Mp::from("data"), msgpack::event_to_mp("bin", &d)),
+                    (Mp::from("nsp"), Mp::from("/")),
+                ]),
+            ),
+        ]);
+        let raw = base64::engine::general_purpose::STANDARD.encode(msgpack::encode(&mp));
+        let (p, o) = decode_broadcast(&fields(raw)).unwrap();
+        assert_eq!(p.event, "bin");
+        assert_eq!(p.data, d);
+        assert!(o.flags.volatile);
+    }
+
+    #[test]
+    fn sessions_round_trip_and_node_sessions_read() {
+        let rec = SessionRecord {
+            sid: "s".into(),
+            pid: "p".into(),
+            rooms: vec!["s".into(), "R".into()],
+            data: json!({"user": "u", "n": [1, 2]}),
+            nsp: Some("/".into()),
+            offset: Some("1-0".into()),
+            seen: Some(5),
+            owner: Some("o".into()),
+            connected: true,
+        };
+        assert_eq!(decode_session(&encode_session(&rec)).unwrap(), rec);
+        // A Node server's session: only {sid, pid, rooms, data}.
+        let node = msgpack::to_mp(
+            &json!({"sid": "s", "pid": "p", "rooms": ["s"], "data": {"a": 1}}),
+            &[],
+        );
+        let raw = base64::engine::general_purpose::STANDARD.encode(msgpack::encode(&node));
+        let got = decode_session(&raw).unwrap();
+        assert_eq!(
+            (got.sid.as_str(), got.connected, got.nsp),
+            ("s", false, None)
+        );
+        assert!(decode_session("not base64!").is_none());
+    }
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        assert!(parse_id("10-0").unwrap() > parse_id("9-5").unwrap());
+        assert!(parse_id("1-10").unwrap() > parse_id("1-9").unwrap());
+        assert!(parse_id("1").is_none());
+        assert!(parse_id("a-b").is_none());
+    }
 }

@@ -88,6 +88,7 @@ async fn run(config: Config) -> Result<()> {
                     stream: stream.clone(),
                     max_len: rec.log_max_len,
                     max_disconnection: rec.max_disconnection_duration,
+                    max_age: rec.log_max_age,
                     ..Default::default()
                 };
                 f.enable_streams(url, cfg)

@@ -106,7 +106,9 @@ pub(crate) async fn resume(
         store.save(&rec);
         return Err(NotRecovered::Gone);
     }
-    local.persist(socket.id());
+    if let Some(rec) = local.session_record(&socket, true) {
+        store.claim(&rec);
+    }
     (ns.handlers.on_connect)(socket);
     Ok(())
 }
