@@ -158,6 +158,7 @@ async fn run(config: Config) -> Result<()> {
     println!("listening on {local}");
 
     let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(g) = &config.grpc {
         let addr = SocketAddr::new(local.ip(), g.port);
         let stop = async {
@@ -165,7 +166,10 @@ async fn run(config: Config) -> Result<()> {
         };
         let hub = hub.clone().expect("the hub exists when the API is on");
         let api = grpc::Api::new(io.clone(), cluster.clone(), node_id.clone(), hub);
-        let bound = grpc::serve(addr, api, g.tokens.clone(), g.tls.clone(), stop).await?;
+        let draining = async move {
+            let _ = drain_rx.await;
+        };
+        let bound = grpc::serve(addr, api, g.tokens.clone(), g.tls.clone(), draining, stop).await?;
         tracing::info!(%bound, "gRPC API started");
         println!("grpc listening on {bound}");
     }
@@ -184,6 +188,7 @@ async fn run(config: Config) -> Result<()> {
     // Stop accepting (the load balancer's checks now fail), then move the clients off
     // gradually; with recovery on they resume their sessions on the other nodes.
     io.begin_drain();
+    let _ = drain_tx.send(());
     let _ = stop_tx.send(());
     io.drain(config.drain_period).await;
     if let Some(h) = &hub {

@@ -174,6 +174,43 @@ describe("connection state recovery, one node", () => {
   });
 });
 
+describe("connection state recovery with skip_middlewares = false", () => {
+  const c = withServer(["--recovery", "--recovery-skip-middlewares", "false"]);
+
+  test("a recovering socket passes the connect middlewares again", async () => {
+    const a = await recoverable(c.url, { nsp: "/private", auth: { token: "secret" } });
+    const id = a.id;
+    await ask(a, "join", "P");
+    a.io.reconnection(false);
+    a.io.engine.close();
+    await until(() => !a.connected, 3000, "disconnect");
+    await sleep(200);
+    // Same session, but the credentials are no longer accepted: refused, not resumed.
+    const refused = h.track(h.io(c.url + "/private", { forceNew: true, reconnection: false, ...WS, auth: { token: "stolen?", pid: a._pid, offset: a._lastOffset } }));
+    const [err] = await waitEvent(refused, "connect_error", 8000);
+    assert.equal(err.message, "unauthorized");
+    // The refusal consumed the session: even good credentials now get a new one.
+    const again = h.track(h.io(c.url + "/private", { forceNew: true, reconnection: false, ...WS, auth: { token: "secret", pid: a._pid, offset: a._lastOffset } }));
+    await waitEvent(again, "connect", 8000);
+    assert.notEqual(again.id, id);
+  });
+
+  test("with valid credentials it resumes", async () => {
+    const a = await recoverable(c.url, { nsp: "/private", auth: { token: "secret" } });
+    const id = a.id;
+    a.io.reconnection(false);
+    a.io.engine.close();
+    await until(() => !a.connected, 3000, "disconnect");
+    await sleep(200);
+    a.io.reconnection(true);
+    const back = waitEvent(a, "connect", 8000);
+    a.connect();
+    await back;
+    assert.equal(a.recovered, true);
+    assert.equal(a.id, id);
+  });
+});
+
 describe("connection state recovery: expiry and log limits", () => {
   const c = withServer(["--recovery", "--recovery-max-disconnection", "1000", "--recovery-log-max-len", "5"]);
 

@@ -77,12 +77,15 @@ pub fn api_service(api: Api, auth: Auth) -> InterceptedService<SkeinServer<Api>,
 }
 
 /// Serves the API, health and reflection on `addr` (over TLS when a PEM certificate and
-/// key are given) until `shutdown` resolves.
+/// key are given) until `shutdown` resolves. Health turns NOT_SERVING when `draining`
+/// resolves: the API keeps working for app servers while the node drains, but probes
+/// see it is on its way out.
 pub async fn serve(
     addr: SocketAddr,
     api: Api,
     tokens: Vec<String>,
     tls: Option<(Vec<u8>, Vec<u8>)>,
+    draining: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -91,6 +94,16 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<SkeinServer<Api>>().await;
+    {
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            draining.await;
+            reporter.set_not_serving::<SkeinServer<Api>>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        });
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(skein_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
