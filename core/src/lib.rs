@@ -10,7 +10,9 @@
 //! - [`adapter`]: the seam between a namespace and the cluster. Every room operation,
 //!   broadcast and socket-management call goes through an [`adapter::Adapter`]; the
 //!   in-memory [`adapter::LocalAdapter`] serves a single node, cluster backends live in
-//!   their own crates.
+//!   their own crates. Connection state recovery's store is behind
+//!   [`adapter::SessionStore`] ([`adapter::recovery`] has the in-memory one), and the
+//!   adapter orders replays ([`adapter::Adapter::replay`]).
 //! - [`http`]: the accept loop that serves any of this over TCP.
 //!
 //! Outgoing packets are encoded once into shared [`engineio::Frame`]s: a broadcast to
