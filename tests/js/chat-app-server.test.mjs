@@ -6,36 +6,8 @@
 // without them unless SKEIN_REQUIRE_PYTHON is set.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import path from "node:path";
 import * as h from "./harness.mjs";
-
-const PYTHON = process.env.SKEIN_PYTHON || "python3";
-const APP = path.join(h.REPO, "examples/chat-app-server/app.py");
-const TOKEN = "chat-app-token";
-
-function skipReason() {
-  if (h.TARGET !== "skein") return "the gRPC API is skein's (SKEIN_TEST_TARGET is not skein)";
-  const r = spawnSync(PYTHON, ["-c", "import grpc, grpc_tools"], { stdio: "ignore" });
-  if (r.status !== 0 && !process.env.SKEIN_REQUIRE_PYTHON) {
-    return `${PYTHON} lacks grpcio/grpcio-tools (pip install -r tests/python/requirements.txt); set SKEIN_REQUIRE_PYTHON=1 to make this a failure`;
-  }
-  return null;
-}
-
-/** Starts the app server against `grpcAddr`; resolves once it has subscribed. */
-async function startApp(grpcAddr) {
-  const proc = spawn(PYTHON, [APP, "--grpc", grpcAddr, "--token", TOKEN], {
-    cwd: h.REPO, stdio: ["ignore", "pipe", "pipe"],
-  });
-  h.trackProcess(proc);
-  let out = "";
-  proc.stdout.setEncoding("utf8").on("data", (d) => { out += d; });
-  proc.stderr.setEncoding("utf8").on("data", (d) => { out += d; });
-  await h.until(() => /subscribed to/.test(out) || proc.exitCode !== null, 20000, "app server subscribed");
-  assert.equal(proc.exitCode, null, `app server exited: ${out}`);
-  return { proc, get output() { return out; } };
-}
+import { TOKEN, startApp, pythonSkipReason as skipReason } from "./chat-app.mjs";
 
 function client(url, username) {
   const s = h.io(url, { forceNew: true, reconnection: false, transports: ["websocket"], auth: { username } });

@@ -6,6 +6,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import * as h from "./harness.mjs";
+import { TOKEN, startApp, pythonSkipReason } from "./chat-app.mjs";
 
 const CHROMIUM = process.env.SKEIN_CHROMIUM || "/usr/bin/chromium";
 const SCREENSHOT = "/tmp/skein-demo.png";
@@ -126,6 +127,34 @@ describe("demo chat page in Chromium", () => {
     assert.equal(await messageItem(C.page, "reply from B").count(), 0);
     assert.deepEqual(pageErrors, [], "no page errors");
   });
+
+  test("the page works with its chat logic in an external app server (--demo-logic api)",
+    { skip: reason ?? pythonSkipReason() ?? false, timeout: 90000 }, async () => {
+      const node = await h.startServer({
+        kind: "skein", args: ["--demo", "--demo-logic", "api", "--grpc-port", "0", "--grpc-tokens", TOKEN],
+      });
+      let app;
+      try {
+        await h.until(() => /grpc listening on \S+/.test(node.stdout), 10000, "gRPC port printed");
+        app = await startApp(/grpc listening on (\S+)/.exec(node.stdout)[1]);
+        const A = await openPage(node.url);
+        const B = await openPage(node.url);
+        await join(A.page, "api-room", "alice");
+        await join(B.page, "api-room", "bob");
+        await h.sleep(500);
+        await send(A.page, "through the app server");
+        await messageItem(B.page, "through the app server").waitFor();
+        assert.match(await messageItem(B.page, "through the app server").textContent(), /alice/);
+        await B.page.click("#input");
+        await B.page.locator("#input").pressSequentially("typing", { delay: 40 });
+        await A.page.waitForFunction(() => /bob/.test(document.querySelector("#typing")?.textContent ?? ""));
+        assert.deepEqual(pageErrors, [], "no page errors");
+        h.assertAlive(node, "after the app-server chat");
+      } finally {
+        app?.proc.kill("SIGKILL");
+        await node.stop("SIGKILL");
+      }
+    });
 
   test("two pages on two nodes chat in one room (redis adapter)", { skip: reason ?? false, timeout: 90000 }, async () => {
     const key = `skein-demo-${process.pid}-${Date.now()}`;
