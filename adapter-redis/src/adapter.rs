@@ -82,6 +82,19 @@ impl RedisAdapter {
         }
     }
 
+    /// Streams mode: logs a socket-management message for the other nodes (true), unless
+    /// it is local-only.
+    fn to_stream(&self, kind: &str, opts: &BroadcastOptions, mut data: Value) -> bool {
+        let Some(log) = self.shared.streams.get() else {
+            return false;
+        };
+        if !opts.flags.local {
+            data["opts"] = json!({ "rooms": rooms_json(&opts.rooms), "except": rooms_json(&opts.except), "flags": {} });
+            log.append_control(self.local.nsp(), kind, &data);
+        }
+        true
+    }
+
     pub(crate) fn packet_mp(&self, packet: &EventPacket) -> Mp {
         Mp::Map(vec![
             (Mp::from("type"), Mp::from(2)),
@@ -349,6 +362,9 @@ impl Adapter for RedisAdapter {
 
     fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError> {
         self.local.add_sockets(opts, rooms);
+        if self.to_stream("4", opts, json!({ "rooms": rooms_json(rooms) })) {
+            return Ok(());
+        }
         if !opts.flags.local {
             let body = json!({ "uid": self.shared.uid, "type": wire::REMOTE_JOIN,
                 "opts": opts_json(opts), "rooms": rooms_json(rooms) });
@@ -359,6 +375,9 @@ impl Adapter for RedisAdapter {
 
     fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError> {
         self.local.del_sockets(opts, rooms);
+        if self.to_stream("5", opts, json!({ "rooms": rooms_json(rooms) })) {
+            return Ok(());
+        }
         if !opts.flags.local {
             let body = json!({ "uid": self.shared.uid, "type": wire::REMOTE_LEAVE,
                 "opts": opts_json(opts), "rooms": rooms_json(rooms) });
@@ -368,6 +387,10 @@ impl Adapter for RedisAdapter {
     }
 
     fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) -> Result<(), AdapterError> {
+        if self.to_stream("6", opts, json!({ "close": close })) {
+            self.local.disconnect_sockets(opts, close);
+            return Ok(());
+        }
         if !opts.flags.local {
             let body = json!({ "uid": self.shared.uid, "type": wire::REMOTE_DISCONNECT,
                 "opts": opts_json(opts), "close": close });

@@ -16,9 +16,12 @@
 //! - a replay runs inside the reader, between two reads: the missed packets are those up
 //!   to the reader's position, and everything after is delivered live, once.
 //!
-//! Requests that wait for answers (fetch_sockets, server-side emits, broadcasts with
-//! acks) still use the classic pub/sub channels, which Node streams-adapter servers do not
-//! read: in a mixed cluster those calls only reach Skein nodes.
+//! `sockets_join`, `sockets_leave` and `disconnect_sockets` go through the stream too, as
+//! in the Node adapter, so they apply in order with the broadcasts on every node (Node's
+//! included). Requests that wait for answers (fetch_sockets, server-side emits,
+//! broadcasts with acks) still use the classic pub/sub channels, which Node
+//! streams-adapter servers do not read: in a mixed cluster those calls only reach Skein
+//! nodes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -243,6 +246,27 @@ impl StreamLog {
             .arg("MINID")
             .arg("~")
             .arg(format!("{min}-0"));
+        self.send(cmd);
+    }
+
+    /// Logs SOCKETS_JOIN (4), SOCKETS_LEAVE (5) or DISCONNECT_SOCKETS (6), as the Node
+    /// streams adapter does: the other nodes apply it from the stream, in order with the
+    /// broadcasts. The origin has applied it to its own sockets already.
+    pub(crate) fn append_control(&self, nsp: &str, kind: &str, data: &Value) {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.cfg.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.cfg.max_len)
+            .arg("*")
+            .arg("uid")
+            .arg(&self.uid)
+            .arg("nsp")
+            .arg(nsp)
+            .arg("type")
+            .arg(kind)
+            .arg("data")
+            .arg(data.to_string());
         self.send(cmd);
     }
 
@@ -538,7 +562,8 @@ fn deliver(shared: &Shared, id: &str, f: &HashMap<String, String>) {
                 local.broadcast_logged(&packet, &opts, id);
             }
         }
-        // SOCKETS_JOIN / SOCKETS_LEAVE / DISCONNECT_SOCKETS from Node servers.
+        // SOCKETS_JOIN / SOCKETS_LEAVE / DISCONNECT_SOCKETS from the other nodes (Skein's
+        // or Node's); the origin applied its own already.
         Some(t @ ("4" | "5" | "6")) if f.get("uid").map(String::as_str) != Some(&*shared.uid) => {
             let Some(data) = f
                 .get("data")

@@ -130,6 +130,39 @@ describe("recovery across nodes behind a load balancer (Redis Streams)", () => {
   });
 });
 
+describe("Redis Streams mode as a cluster adapter", () => {
+  const ctx = {};
+  before(async () => { ctx.cluster = await startCluster({ adapterArgs: streamsArgs(uniqueKey("str")) }); });
+  after(async () => { h.closeClients(); await ctx.cluster?.stop(); });
+
+  test("binary and volatile broadcasts reach every node once; logged ones carry a stream offset", async () => {
+    const [a, b, c] = await Promise.all(ctx.cluster.nodes.map(async (n) => {
+      const s = h.track(h.io(n.url, { forceNew: true, reconnection: false, ...WS }));
+      await waitEvent(s, "connect", 8000);
+      await ask(s, "join", "B");
+      return s;
+    }));
+    const got = new Map([[b, []], [c, []]]);
+    for (const [s, list] of got) s.on("bin", (...args) => list.push(args));
+    await ask(a, "broadcast", { rooms: ["B"], except: [a.id], event: "bin", args: ["x", Buffer.from([1, 2, 255])] });
+    await ask(a, "broadcast", { rooms: ["B"], except: [a.id], event: "bin", args: ["v"], volatile: true });
+    await until(() => [...got.values()].every((l) => l.length === 2), 5000, "both broadcasts on B and C");
+    await sleep(300);
+    for (const list of got.values()) {
+      assert.equal(list.length, 2, "exactly once");
+      const [[x, buf, offset], [v, ...rest]] = list;
+      assert.equal(x, "x");
+      assert.deepEqual([...buf], [1, 2, 255], "binary intact");
+      assert.match(offset, /^\d+-\d+$/, "a stream id as offset");
+      assert.equal(v, "v");
+      assert.deepEqual(rest, [], "a volatile broadcast is not logged: no offset");
+    }
+    const fetched = await ask(a, "cluster-fetch", { rooms: ["B"] });
+    assert.equal(fetched.sockets.length, 3, "fetch_sockets still spans the cluster");
+    ctx.cluster.assertAlive();
+  });
+});
+
 // ---------------------------------------------------------------- mixed cluster
 const NODE_SERVER = `
 import { createServer } from "node:http";
@@ -150,6 +183,7 @@ io.on("connection", (s) => {
   s.on("rooms", (ack) => ack([...s.rooms]));
   s.on("whoami", (ack) => ack({ node: "node-js", recovered: s.recovered, data: s.data }));
   s.on("pub", (o) => io.to(o.room).emit("msg", o));
+  s.on("sockets-join", (o, ack) => { io.in(o.rooms).socketsJoin(o.join); ack?.(); });
 });
 http.listen(0, "127.0.0.1", () => console.log("listening on 127.0.0.1:" + http.address().port));
 `;
@@ -183,6 +217,16 @@ describe("mixed cluster: Node.js @socket.io/redis-streams-adapter and skein", ()
     ctx.node?.stop();
     if (ctx.node) execFileSync("rm", ["-rf", ctx.node.dir]);
     await ctx.skein?.stop("SIGKILL");
+  });
+
+  test("socketsJoin crosses server kinds through the stream, both ways", async () => {
+    const a = h.track(h.io(ctx.skein.url, { forceNew: true, reconnection: false, ...WS }));
+    const b = h.track(h.io(ctx.node.url, { forceNew: true, reconnection: false, ...WS }));
+    await Promise.all([waitEvent(a, "connect", 8000), waitEvent(b, "connect", 8000)]);
+    await ask(a, "sockets-join", { rooms: [b.id], join: "J1" });
+    await until(async () => (await ask(b, "rooms")).includes("J1"), 5000, "skein → node socketsJoin");
+    await ask(b, "sockets-join", { rooms: [a.id], join: "J2" });
+    await until(async () => (await ask(a, "rooms")).includes("J2"), 5000, "node → skein socketsJoin");
   });
 
   for (const [from, to] of [["skein", "node"], ["node", "skein"]]) {
