@@ -178,7 +178,33 @@ impl RedisAdapter {
                 driver.publish(channel, body.to_string().into_bytes());
             }) as skein::adapter::ServerAck
         });
+        if event == crate::adapter::PROBE_EVENT {
+            self.on_probe(args, ack);
+            return;
+        }
         self.local.server_event(&event, args, ack);
+    }
+
+    /// Another node asks whether a socket of this node is alive (a client presented its
+    /// session there): a local connected socket is pinged; a dead one closes.
+    fn on_probe(&self, args: Data, ack: Option<skein::adapter::ServerAck>) {
+        let Some(ack) = ack else { return };
+        let socket = args
+            .args
+            .first()
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<skein::Sid>().ok())
+            .and_then(|sid| self.local.get(sid))
+            .filter(|s| s.connected());
+        match socket {
+            None => ack(Data::one(Value::Bool(false))),
+            Some(s) => {
+                tokio::spawn(async move {
+                    let alive = s.probe(skein::adapter::recovery::PROBE_TIMEOUT).await;
+                    ack(Data::one(Value::Bool(alive)));
+                });
+            }
+        }
     }
 
     fn on_broadcast_with_ack(

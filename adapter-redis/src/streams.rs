@@ -305,12 +305,16 @@ impl StreamLog {
             self.cfg.max_disconnection
         };
         let key = self.key(&rec.pid);
+        let rec = SessionRecord {
+            node: Some(self.uid.clone()),
+            ..rec.clone()
+        };
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(SAVE_SCRIPT)
             .arg(2)
             .arg(&key)
             .arg(format!("{key}#owner"))
-            .arg(encode_session(rec))
+            .arg(encode_session(&rec))
             .arg(ttl.as_millis() as u64)
             .arg(rec.owner.as_deref().unwrap_or(""))
             .arg(if claim { "1" } else { "0" });
@@ -755,6 +759,7 @@ mod tests {
             seen: Some(5),
             owner: Some("o".into()),
             connected: true,
+            node: Some("n".into()),
         };
         assert_eq!(decode_session(&encode_session(&rec)).unwrap(), rec);
         // A Node server's session: only {sid, pid, rooms, data}.

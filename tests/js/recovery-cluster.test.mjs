@@ -161,6 +161,41 @@ describe("Redis Streams mode as a cluster adapter", () => {
     assert.equal(fetched.sockets.length, 3, "fetch_sockets still spans the cluster");
     ctx.cluster.assertAlive();
   });
+
+  test("two clients presenting one pid on two nodes: exactly one resumes it", async () => {
+    const [A, B, C] = ctx.cluster.nodes;
+    const a = h.track(h.io(A.url, { forceNew: true, reconnection: false, ...WS }));
+    await waitEvent(a, "connect", 8000);
+    const { id, _pid: pid } = a;
+    await ask(a, "join", "T");
+    a.io.engine.close();
+    await sleep(300);
+    const auth = { pid, offset: a._lastOffset };
+    const twins = [B, C].map((n) => h.track(h.io(n.url, { forceNew: true, reconnection: false, ...WS, auth })));
+    await Promise.all(twins.map((t) => waitEvent(t, "connect", 8000)));
+    const got = twins.map((t) => t.id);
+    assert.equal(got.filter((x) => x === id).length, 1, `exactly one resumed ${id}: ${got}`);
+    // A third one, later, finds the session in use by a live socket.
+    const third = h.track(h.io(A.url, { forceNew: true, reconnection: false, ...WS, auth }));
+    await waitEvent(third, "connect", 8000);
+    assert.notEqual(third.id, id);
+  });
+
+  test("a connection that died unnoticed on one node: the session resumes on another", async () => {
+    const [A, B] = ctx.cluster.nodes;
+    const a = h.track(h.io(A.url, { forceNew: true, reconnection: false, ...WS }));
+    await waitEvent(a, "connect", 8000);
+    const id = a.id;
+    await ask(a, "join", "U");
+    a.io.engine.transport.ws._socket.pause(); // deaf: node A still thinks it is connected
+    const b = h.track(h.io(B.url, { forceNew: true, reconnection: false, ...WS, auth: { pid: a._pid, offset: a._lastOffset } }));
+    await waitEvent(b, "connect", 10000);
+    assert.equal(b.id, id, "node B asked node A, whose probe found the old connection dead");
+    assert.deepEqual((await ask(b, "rooms")).sort(), [id, "U"].sort());
+    const { node } = await ask(b, "whoami");
+    assert.equal(node, B.nodeId);
+    a.close();
+  });
 });
 
 // ---------------------------------------------------------------- mixed cluster

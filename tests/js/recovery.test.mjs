@@ -159,6 +159,22 @@ describe("connection state recovery, one node", () => {
     assert.notEqual(late.id, id, "a session closed by the client is not resumed");
   });
 
+  test("a connection that died unnoticed: the new one probes it, closes it and resumes its session", async () => {
+    const a = await recoverable(c.url, { reconnection: false });
+    const id = a.id;
+    await ask(a, "join", "D");
+    // The old connection goes deaf (as after a network change): the server still sees it
+    // connected, but it no longer answers pings.
+    a.io.engine.transport.ws._socket.pause();
+    const t0 = Date.now();
+    const b = h.track(h.io(c.url, { forceNew: true, reconnection: false, ...WS, auth: { pid: a._pid, offset: a._lastOffset } }));
+    await waitEvent(b, "connect", 8000);
+    assert.equal(b.id, id, "the session moved to the new connection");
+    assert.ok(Date.now() - t0 < 4000, "within the probe's 2 s");
+    assert.deepEqual((await ask(b, "rooms")).sort(), [id, "D"].sort());
+    a.close();
+  });
+
   test("a forged pid gets a new session, never another client's", async () => {
     const victim = await recoverable(c.url);
     const forged = h.track(h.io(c.url, { forceNew: true, reconnection: false, ...WS, auth: { pid: "AAAAAAAAAAAAAAAAAAAA", offset: "1" } }));

@@ -110,6 +110,7 @@ impl LocalAdapter {
             seen: Some(now_ms()),
             owner: Some(format!("{:016x}", s.owner)),
             connected,
+            node: None,
         })
     }
 

@@ -241,6 +241,22 @@ pub trait Adapter: Send + Sync + 'static {
         self.local().memory_recovery().map(|m| m.position())
     }
 
+    /// Connection state recovery: whether the socket of a session that a client presents
+    /// is still alive somewhere. Default: a local socket that answers a ping within
+    /// [`recovery::PROBE_TIMEOUT`] (a dead one is closed by the probe). A cluster adapter
+    /// also asks the node that wrote the session.
+    async fn session_alive(&self, rec: &SessionRecord) -> bool {
+        match rec
+            .sid
+            .parse::<Sid>()
+            .ok()
+            .and_then(|sid| self.local().get(sid))
+        {
+            Some(s) if s.connected() => s.probe(recovery::PROBE_TIMEOUT).await,
+            _ => false,
+        }
+    }
+
     /// Connection state recovery: finds the packets `rec` missed after `offset` (after
     /// its start when `None`) and calls `attach` with them, at a point where no packet
     /// logged after them can reach the socket first. The session was already taken from

@@ -33,6 +33,10 @@ use super::{AdapterError, BroadcastOptions, EventPacket, Room};
 /// logged this long before a disconnect are taken as delivered.
 pub const DELIVERY_MARGIN: Duration = Duration::from_secs(5);
 
+/// How long a socket that still looks connected has to answer a ping when a client
+/// presents its session (see [`crate::engineio::Session::probe`]).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Options of connection state recovery (`connectionStateRecovery` in the reference).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryConfig {
@@ -84,6 +88,9 @@ pub struct SessionRecord {
     /// Whether the socket was connected when this was written.
     #[serde(default)]
     pub connected: bool,
+    /// The node that wrote it (cluster stores), to ask whether the socket is still alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A packet from the log, to replay.
@@ -376,6 +383,7 @@ mod tests {
             seen: Some(seen),
             owner: Some("o1".into()),
             connected,
+            node: None,
         }
     }
 

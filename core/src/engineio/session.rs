@@ -224,6 +224,50 @@ impl<D> Session<D> {
         st.next_beat = Instant::now() + self.ping_interval;
     }
 
+    /// Asks the client for a sign of life now: a ping whose pong is due within `timeout`
+    /// (sooner than the regular heartbeat's). Without the pong the session closes with
+    /// `ping timeout`, as for any missed pong. True when the pong came.
+    ///
+    /// Connection state recovery uses it when a client presents the session of a socket
+    /// that still looks connected: a dead connection (a network change the server has not
+    /// noticed yet) is closed within `timeout` and its session resumes on the new one,
+    /// while a live one keeps it.
+    pub async fn probe(&self, timeout: Duration) -> bool {
+        {
+            let mut st = self.state.lock();
+            if st.closing.is_some() {
+                return false;
+            }
+            let deadline = Instant::now() + timeout;
+            if !st.awaiting_pong {
+                st.awaiting_pong = true;
+                st.queue.push_back(Frame::text(PacketType::Ping, b""));
+            }
+            st.next_beat = st.next_beat.min(deadline);
+        }
+        // The transport's task recomputes its heartbeat deadline when woken.
+        self.writer.notify_one();
+        self.driver.notify_one();
+        let give_up = Instant::now() + timeout + Duration::from_millis(500);
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let (closing, waiting) = {
+                let st = self.state.lock();
+                (st.closing.is_some(), st.awaiting_pong)
+            };
+            if closing {
+                return false;
+            }
+            if !waiting {
+                return true;
+            }
+            if Instant::now() >= give_up {
+                self.abort(CloseReason::PingTimeout);
+                return false;
+            }
+        }
+    }
+
     /// Closes the session if its pong is overdue; used when a request arrives, so that a
     /// late timer never lets a dead session live on.
     pub(crate) fn check_pong_deadline(&self) -> bool {
@@ -277,6 +321,7 @@ impl<D> Session<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn session(max: usize) -> Session<()> {
         Session::new(
@@ -308,6 +353,32 @@ mod tests {
         tokio::time::advance(Duration::from_millis(50)).await;
         assert_eq!(s.beat(Instant::now()), Beat::TimedOut);
         assert!(s.check_pong_deadline());
+        assert!(s.is_closed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_pings_now_and_closes_a_silent_client() {
+        let s = Arc::new(Session::new(
+            Sid::new(),
+            (),
+            TransportKind::Polling,
+            Duration::from_secs(25),
+            Duration::from_secs(20),
+            10,
+        ));
+        // A client that answers: the pong ends the probe early.
+        let answering = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answering.on_pong();
+        });
+        assert!(s.probe(Duration::from_secs(2)).await);
+        assert_eq!(s.state.lock().queue.len(), 1, "a ping was queued at once");
+        assert!(!s.is_closed());
+        // A silent one: the heartbeat deadline moved from 25 s to the probe's 2 s.
+        let t0 = Instant::now();
+        assert!(!s.probe(Duration::from_secs(2)).await);
+        assert!(t0.elapsed() < Duration::from_secs(3));
         assert!(s.is_closed());
     }
 

@@ -52,11 +52,21 @@ pub(crate) async fn resume(
         return Err(NotRecovered::WrongNamespace);
     }
     let sid: Sid = rec.sid.parse().map_err(|_| NotRecovered::UnknownSession)?;
-    // A session whose socket is still connected here is in use: a second reconnect with
-    // the same pid (or one racing the restore of the first) does not get it.
-    if local.get(sid).is_some_and(|s| s.connected()) {
+    // A session whose socket still answers is in use: a second client with the same pid
+    // (or one racing the restore of the first) does not get it. A socket that only looks
+    // connected (its network went away unnoticed) fails the probe and is closed.
+    if ns.adapter().session_alive(&rec).await {
         store.save(&rec);
         return Err(NotRecovered::InUse);
+    }
+    // A local socket closed by the probe may still be leaving.
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while local.get(sid).is_some() {
+        if tokio::time::Instant::now() >= until {
+            store.save(&rec);
+            return Err(NotRecovered::InUse);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let socket = Socket::new(ns.clone(), s.clone(), conn, auth, Some((sid, &rec)));
     if !cfg.skip_middlewares {

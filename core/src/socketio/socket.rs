@@ -173,6 +173,12 @@ impl Socket {
         })
     }
 
+    /// Pings the client now and waits up to `timeout` for its pong; without it, the
+    /// connection closes (`ping timeout`). See [`Session::probe`].
+    pub async fn probe(&self, timeout: Duration) -> bool {
+        self.session.probe(timeout).await
+    }
+
     /// Whether this socket resumed a previous session (`socket.recovered`).
     pub fn recovered(&self) -> bool {
         self.recovered
