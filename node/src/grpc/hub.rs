@@ -54,10 +54,10 @@ pub(super) struct Retry {
     pub tried: Vec<String>,
 }
 
-struct Pending {
-    socket: SocketRef,
-    ack: Option<AckSender>,
-    event: String,
+pub(super) struct Pending {
+    pub(super) socket: SocketRef,
+    pub(super) ack: Option<AckSender>,
+    pub(super) event: String,
     deadline: Instant,
     retry: Option<Retry>,
 }
@@ -86,10 +86,10 @@ pub(super) struct Inner {
     remote_rr: AtomicUsize,
     subs: RwLock<Vec<Sub>>,
     remotes: Mutex<HashMap<String, Remote>>,
-    pending: Mutex<BTreeMap<u64, Pending>>,
+    pub(super) pending: Mutex<BTreeMap<u64, Pending>>,
     ack_timeout: Duration,
-    delivered: AtomicU64,
-    unrouted: AtomicU64,
+    pub(super) delivered: AtomicU64,
+    pub(super) unrouted: AtomicU64,
     refused: AtomicU64,
     /// The namespace whose adapter carries the messages between nodes ("/").
     pub ctl: RwLock<Option<Weak<Namespace>>>,
@@ -334,7 +334,7 @@ impl Hub {
     }
 
     /// No subscriber can take the event: an ack gets an error, else it is counted.
-    fn refuse(&self, s: &SocketRef, event: &str, ack: Option<AckSender>) {
+    pub(super) fn refuse(&self, s: &SocketRef, event: &str, ack: Option<AckSender>) {
         tracing::debug!(sid = %s.id(), nsp = s.nsp(), event, "client event with no subscriber");
         match ack {
             Some(a) => {
@@ -395,7 +395,7 @@ impl Hub {
     }
 
     /// The counter of a delivery id of this node and process.
-    fn own_counter(&self, id: &str) -> Option<u64> {
+    pub(super) fn own_counter(&self, id: &str) -> Option<u64> {
         let (node, epoch, n) = parse_id(id)?;
         (node == self.inner.node && epoch == format!("{:x}", self.inner.epoch)).then_some(n)
     }

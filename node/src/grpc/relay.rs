@@ -88,7 +88,7 @@ impl Hub {
                 wants_ack: m.get("wants_ack").and_then(Value::as_bool) == Some(true),
             };
             if !hub.deliver_local(ev) {
-                hub.send(NACK, Data::one(json!({ "to": origin, "id": id })));
+                hub.nack(&origin, &id);
             }
         });
         on(NACK, |hub, d, _| {
@@ -122,6 +122,11 @@ impl Hub {
                 tracing::debug!(event, error = %e, "cannot reach the other nodes");
             }
         }
+    }
+
+    /// Tells node `to` that its forwarded event `id` found no subscriber here.
+    pub(super) fn nack(&self, to: &str, id: &str) {
+        self.send(NACK, Data::one(json!({ "to": to, "id": id })));
     }
 
     pub(super) fn hello(&self) {

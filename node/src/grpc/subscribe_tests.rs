@@ -308,3 +308,45 @@ async fn a_forwarded_event_tries_each_advertised_node_then_is_refused() {
         assert!(pending(&f.hub).is_empty());
     }
 }
+
+#[tokio::test]
+async fn events_queued_for_a_subscriber_that_leaves_go_to_another_or_are_counted() {
+    use futures_util::StreamExt;
+    let hub = Hub::new("n1", Duration::from_secs(30));
+    let all = super::hub::Filter {
+        ns: "/".into(),
+        events: vec![],
+    };
+    let ev = |i: u32| ClientEvent {
+        delivery_id: format!("n1/e/{i}"),
+        namespace: "/".into(),
+        socket_id: "s".into(),
+        node: "n1".into(),
+        event: "x".into(),
+        args: None,
+        wants_ack: false,
+    };
+    let a = hub.subscribe(all.clone());
+    let mut b = hub.subscribe(all);
+    // Round-robin: two events wait in each queue; then `a` goes away unread.
+    for i in 0..4 {
+        assert!(hub.deliver_local(ev(i)));
+    }
+    drop(a);
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(e))) = tokio::time::timeout(Duration::from_millis(100), b.next()).await {
+        got.push(e.delivery_id);
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        ["n1/e/0", "n1/e/1", "n1/e/2", "n1/e/3"],
+        "b took a's queue"
+    );
+    assert_eq!(hub.unrouted(), 0);
+    // `b` goes away with two events queued and nobody left: counted, not lost unseen.
+    assert!(hub.deliver_local(ev(10)));
+    assert!(hub.deliver_local(ev(11)));
+    drop(b);
+    assert_eq!(hub.unrouted(), 2);
+}

@@ -1,5 +1,6 @@
 //! A subscription: what it takes (`Filter`) and its stream of events (`SubStream`).
 
+use std::sync::atomic::Ordering;
 use std::sync::Weak;
 
 use serde::{Deserialize, Serialize};
@@ -47,8 +48,43 @@ impl futures_util::Stream for SubStream {
 
 impl Drop for SubStream {
     fn drop(&mut self) {
-        if let Some(inner) = self.hub.upgrade() {
-            Hub { inner }.unsubscribe(self.id);
+        let Some(inner) = self.hub.upgrade() else {
+            return;
+        };
+        let hub = Hub { inner };
+        hub.unsubscribe(self.id);
+        // What was queued for this subscriber and never sent goes elsewhere.
+        self.rx.close();
+        while let Ok(ev) = self.rx.try_recv() {
+            hub.requeue(ev);
+        }
+    }
+}
+
+impl Hub {
+    /// An event left in the queue of a subscriber that went away: another subscriber
+    /// here takes it; else a forwarded one goes back to its origin (which tries another
+    /// node), and one of this node's is refused (ack error) or counted. Never dropped
+    /// unseen.
+    pub(super) fn requeue(&self, ev: ClientEvent) {
+        // It was counted as delivered when it was queued.
+        self.inner.delivered.fetch_sub(1, Ordering::Relaxed);
+        let (node, id) = (ev.node.clone(), ev.delivery_id.clone());
+        if self.deliver_local(ev) {
+            return;
+        }
+        if node != self.inner.node {
+            self.nack(&node, &id);
+            return;
+        }
+        let pending = self
+            .own_counter(&id)
+            .and_then(|n| self.inner.pending.lock().remove(&n));
+        match pending {
+            Some(p) => self.refuse(&p.socket, &p.event, p.ack),
+            None => {
+                self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
