@@ -305,8 +305,9 @@ impl StreamLog {
             self.cfg.max_disconnection
         };
         let key = self.key(&rec.pid);
+        // A record put back after a refused take keeps the node of its socket.
         let rec = SessionRecord {
-            node: Some(self.uid.clone()),
+            node: rec.node.clone().or_else(|| Some(self.uid.clone())),
             ..rec.clone()
         };
         let mut cmd = redis::cmd("EVAL");

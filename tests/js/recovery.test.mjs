@@ -189,6 +189,11 @@ for (const kind of DEPLOYMENTS) {
       const junk = h.track(h.io(c.url, { forceNew: true, reconnection: false, ...WS, auth: { pid: victim._pid, offset: "not-an-offset" } }));
       await waitEvent(junk, "connect", 8000);
       assert.notEqual(junk.id, victim.id, "a bad offset does not recover");
+      for (const auth of [{ pid: 42 }, { pid: "x".repeat(5000) }, { pid: victim._pid, offset: { $gt: "" } }, { pid: null, offset: 1 }]) {
+        const odd = h.track(h.io(c.url, { forceNew: true, reconnection: false, ...WS, auth }));
+        await waitEvent(odd, "connect", 8000);
+        assert.notEqual(odd.id, victim.id, `auth ${JSON.stringify(auth).slice(0, 40)} gets a new session`);
+      }
       assert.ok(victim.connected, "the victim is not affected");
       c.assertAlive();
     });

@@ -40,10 +40,16 @@ pub(crate) async fn resume(
         return Err(NotRecovered::Unsupported);
     };
     let pid = auth["pid"].as_str().unwrap_or_default().to_owned();
-    let offset = auth
-        .get("offset")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    // Pids are ours (20 characters); anything much longer is not worth a store lookup.
+    if pid.is_empty() || pid.len() > 128 {
+        return Err(NotRecovered::UnknownSession);
+    }
+    // No offset: the client received nothing. Anything but a string is not an offset.
+    let offset = match auth.get("offset") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(o)) if o.len() <= 128 => Some(o.clone()),
+        Some(_) => return Err(NotRecovered::BadOffset),
+    };
     let rec = store
         .take(&pid)
         .await?
