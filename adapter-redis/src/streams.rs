@@ -52,18 +52,25 @@ const MAX_QUEUED: usize = 200_000;
 const BROADCAST: &str = "3";
 
 /// Writes a session unless another socket instance owns it: the owner is kept beside the
-/// session (`<key>#owner`, which Node servers ignore). A session that was taken (the key
-/// is gone) can be written by anyone, and its new instance claims it (ARGV[4]) whatever
-/// wrote it since; after that, a stale instance (its node has not noticed the client
-/// left) can neither overwrite nor delete it.
+/// session (`<key>#owner`, which Node servers ignore). [`TAKE_SCRIPT`] sets the owner to
+/// `taken`, so the instance a reconnect left cannot write the session back for a second
+/// reconnect to take; the new socket claims it (ARGV[4]), and a refused take puts it back
+/// the same way. A stale instance can neither overwrite nor delete it.
 const SAVE_SCRIPT: &str = r#"
 local cur = redis.call('GET', KEYS[2])
-if ARGV[4] ~= '1' and cur and cur ~= ARGV[3] and redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
+if ARGV[4] ~= '1' and cur and cur ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 return 1
+"#;
+/// GETDEL, and the owner becomes `taken` for the disconnection duration (ARGV[1] ms).
+const TAKE_SCRIPT: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], 'taken', 'PX', ARGV[1])
+end
+return v
 "#;
 const DISCARD_SCRIPT: &str = r#"
 local cur = redis.call('GET', KEYS[2])
@@ -361,8 +368,13 @@ impl SessionStore for StreamLog {
 
     async fn take(&self, pid: &str) -> Result<Option<SessionRecord>, AdapterError> {
         let mut conn = self.conn.clone();
-        let raw: Option<String> = redis::cmd("GETDEL")
-            .arg(self.key(pid))
+        let key = self.key(pid);
+        let raw: Option<String> = redis::cmd("EVAL")
+            .arg(TAKE_SCRIPT)
+            .arg(2)
+            .arg(&key)
+            .arg(format!("{key}#owner"))
+            .arg(self.cfg.max_disconnection.as_millis() as u64)
             .query_async(&mut conn)
             .await
             .map_err(|e| AdapterError::Unavailable(e.to_string()))?;

@@ -234,6 +234,21 @@ describe("namespaces and auth", () => {
     assert.deepEqual(await askAll(socket, "echo", "in"), ["in"]);
   });
 
+  test("events sent as soon as connected wait for a slow connect handler, in order", async () => {
+    // /slow: a middleware, then 200 ms before the handlers exist. The client emits the
+    // moment it is connected; nothing may be dropped or reordered.
+    const socket = h.track(h.io(c.url + "/slow", { forceNew: true, reconnection: false, ...WS }));
+    const answers = [];
+    socket.on("connect", () => {
+      for (let i = 0; i < 5; i++) socket.timeout(5000).emit("echo", i, (err, v) => answers.push(err ? `err ${err.message}` : v));
+      socket.emit("echo", "no-ack");
+    });
+    const back = waitEvent(socket, "echo", 5000);
+    await h.until(() => answers.length === 5, 6000, "five acks");
+    assert.deepEqual(answers, [0, 1, 2, 3, 4]);
+    assert.equal((await back)[0], "no-ack");
+  });
+
   test("unknown namespaces get connect_error Invalid namespace", async () => {
     for (const nsp of ["/nope", "/dyn-ABC", "/dyn-", "/custom/sub"]) {
       const err = await connectError(c.url, { ...WS, nsp });

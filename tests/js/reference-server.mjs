@@ -267,6 +267,13 @@ priv.use((socket, next) => {
   next(err);
 });
 register(priv);
+// `/slow`: a middleware, then a connect handler that takes 200 ms before it registers the
+// handlers. Node runs it before reading anything else; skein must not lose the events a
+// client sends meanwhile.
+const slow = io.of("/slow");
+slow.use((socket, next) => next());
+slow.on("connection", () => { const end = Date.now() + 200; while (Date.now() < end); });
+register(slow);
 
 let closing = false;
 function shutdown(sig) {

@@ -130,8 +130,10 @@ pub type Attach = Box<dyn FnOnce(Vec<LoggedPacket>) + Send>;
 pub trait SessionStore: Send + Sync + 'static {
     /// Writes a session (replacing it). Writes of one session apply in call order.
     fn save(&self, rec: &SessionRecord);
-    /// Writes a session that was just restored: its new socket instance becomes the
-    /// owner, whatever instance wrote it last (a stale one may have, since the take).
+    /// Writes a session whatever instance wrote it last: its restored socket becomes the
+    /// owner, or a session taken but not restored is put back. Until then, a taken
+    /// session refuses [`SessionStore::save`]s, so the instance it left cannot write it
+    /// back for a second reconnect to take.
     fn claim(&self, rec: &SessionRecord) {
         self.save(rec)
     }
@@ -179,6 +181,9 @@ struct MemInner {
     /// The last entry dropped from the log: (offset, unix ms).
     dropped: Option<(u64, u64)>,
     sessions: HashMap<String, SessionRecord>,
+    /// Sessions taken by a reconnect (unix ms): until its new socket claims it, no other
+    /// instance may write it back (the old one closing late, typically).
+    taken: HashMap<String, u64>,
     last_sweep_ms: u64,
 }
 
@@ -294,6 +299,7 @@ impl MemoryRecovery {
         inner
             .sessions
             .retain(|_, r| r.connected || r.seen.unwrap_or(0) + max >= now);
+        inner.taken.retain(|_, at| *at + max >= now);
     }
 }
 
@@ -302,6 +308,10 @@ impl SessionStore for MemoryRecovery {
     fn save(&self, rec: &SessionRecord) {
         let mut inner = self.inner.lock();
         self.sweep(&mut inner);
+        if inner.taken.contains_key(&rec.pid) {
+            // Taken by a reconnect: this write comes from the instance it left.
+            return;
+        }
         if let Some(old) = inner.sessions.get(&rec.pid) {
             if old.owner.is_some() && old.owner != rec.owner {
                 // Another instance owns it since it was taken and restored: this one is
@@ -313,10 +323,9 @@ impl SessionStore for MemoryRecovery {
     }
 
     fn claim(&self, rec: &SessionRecord) {
-        self.inner
-            .lock()
-            .sessions
-            .insert(rec.pid.clone(), rec.clone());
+        let mut inner = self.inner.lock();
+        inner.taken.remove(&rec.pid);
+        inner.sessions.insert(rec.pid.clone(), rec.clone());
     }
 
     fn discard(&self, rec: &SessionRecord) {
@@ -335,6 +344,7 @@ impl SessionStore for MemoryRecovery {
         let Some(rec) = inner.sessions.remove(pid) else {
             return Ok(None);
         };
+        inner.taken.insert(pid.to_owned(), now_ms());
         let max = self.cfg.max_disconnection_duration.as_millis() as u64;
         if !rec.connected && rec.seen.unwrap_or(0) + max < now_ms() {
             return Ok(None);
@@ -461,6 +471,22 @@ mod tests {
         // A connected session (its node alive, or dead since `seen`) does not expire here.
         m.save(&rec("live", &[], now_ms() - 61_000, true));
         assert!(m.take("live").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_taken_session_cannot_be_written_back_until_claimed() {
+        let m = MemoryRecovery::new(cfg(10));
+        m.save(&rec("p", &["A"], now_ms(), true));
+        let got = m.take("p").await.unwrap().unwrap();
+        // The instance it left closes late: its write must not give a second reconnect
+        // the session.
+        m.save(&rec("p", &["A"], now_ms(), false));
+        assert!(m.take("p").await.unwrap().is_none());
+        m.claim(&got);
+        assert!(
+            m.take("p").await.unwrap().is_some(),
+            "claimed: takeable again"
+        );
     }
 
     #[tokio::test]

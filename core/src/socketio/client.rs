@@ -264,5 +264,6 @@ fn finish_connect(s: &Sess, socket: SocketRef) {
     let _ = s.send_frame(encode_control(PacketKind::Connect, ns.name(), Some(&reply)));
     ns.adapter().local().persist(socket.id());
     tracing::debug!(sid = %socket.id(), nsp = ns.name(), "socket connected");
-    (ns.handlers.on_connect)(socket);
+    (ns.handlers.on_connect)(socket.clone());
+    socket.handlers_ready();
 }

@@ -6,6 +6,7 @@
 //! - [`broadcast`]: the broadcast operators and remote sockets;
 //! - [`server`]: [`SocketIo`], its options and HTTP entry point.
 
+mod ack;
 pub mod broadcast;
 mod client;
 mod connect_timeout;

@@ -62,14 +62,14 @@ pub(crate) async fn resume(
     // (or one racing the restore of the first) does not get it. A socket that only looks
     // connected (its network went away unnoticed) fails the probe and is closed.
     if ns.adapter().session_alive(&rec).await {
-        store.save(&rec);
+        store.claim(&rec);
         return Err(NotRecovered::InUse);
     }
     // A local socket closed by the probe may still be leaving.
     let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     while local.get(sid).is_some() {
         if tokio::time::Instant::now() >= until {
-            store.save(&rec);
+            store.claim(&rec);
             return Err(NotRecovered::InUse);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -119,12 +119,13 @@ pub(crate) async fn resume(
     ns.adapter().replay(&rec, offset.as_deref(), attach).await?;
     if !attached.load(Ordering::Acquire) {
         // The client left while its session was being read: keep it for the next try.
-        store.save(&rec);
+        store.claim(&rec);
         return Err(NotRecovered::Gone);
     }
     if let Some(rec) = local.session_record(&socket, true) {
         store.claim(&rec);
     }
-    (ns.handlers.on_connect)(socket);
+    (ns.handlers.on_connect)(socket.clone());
+    socket.handlers_ready();
     Ok(())
 }

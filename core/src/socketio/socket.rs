@@ -17,10 +17,13 @@ use super::broadcast::{BroadcastOperator, IntoRooms};
 use super::client::ClientData;
 use super::handshake::{ConnInfo, Handshake};
 use super::namespace::Namespace;
-use super::packet::{encode_ack, encode_control, encode_event, Encoded, PacketKind};
+use super::packet::{encode_control, encode_event, Encoded, PacketKind};
 use super::{Data, DisconnectReason};
 use crate::adapter::{AckEvent, SessionRecord, SocketInfo};
 use crate::engineio::{CloseReason, Session, Sid};
+
+pub(crate) use super::ack::{check_event, AckWaiter};
+pub use super::ack::{AckError, AckSender, EmitError};
 
 /// A shared handle to a socket.
 pub type SocketRef = Arc<Socket>;
@@ -48,57 +51,10 @@ struct Handlers {
     disconnecting: Vec<DisconnectHandler>,
     disconnect: Vec<DisconnectHandler>,
     middlewares: Vec<PacketMiddleware>,
-}
-
-pub(crate) enum AckWaiter {
-    One(oneshot::Sender<Data>),
-    Many(mpsc::UnboundedSender<AckEvent>),
-}
-
-/// An ack did not come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AckError {
-    #[error("operation has timed out")]
-    Timeout,
-    #[error("socket disconnected")]
-    Disconnected,
-}
-
-/// An emit that could not be sent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EmitError {
-    #[error("\"{0}\" is a reserved event name")]
-    Reserved(String),
-    #[error("socket disconnected")]
-    Disconnected,
-    #[error(transparent)]
-    Adapter(#[from] crate::adapter::AdapterError),
-}
-
-pub(crate) fn check_event(event: &str) -> Result<(), EmitError> {
-    if super::packet::is_reserved(event) {
-        return Err(EmitError::Reserved(event.to_owned()));
-    }
-    Ok(())
-}
-
-/// Answers a client's ack; dropping it without sending leaves the client waiting.
-pub struct AckSender {
-    socket: SocketRef,
-    id: u64,
-}
-
-impl std::fmt::Debug for AckSender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AckSender").field("id", &self.id).finish()
-    }
-}
-
-impl AckSender {
-    pub fn send(self, data: Data) {
-        let enc = encode_ack(self.socket.nsp(), self.id, &data);
-        self.socket.send_encoded(&enc, false);
-    }
+    /// Events that arrived before the connect handler finished registering the
+    /// handlers: the client may answer the CONNECT reply while the handler (run on
+    /// another task after middlewares or a recovery) is still running. `None` after.
+    early: Option<Vec<(String, Data, Option<u64>)>>,
 }
 
 /// One client in one namespace.
@@ -162,7 +118,10 @@ impl Socket {
             session,
             conn,
             auth,
-            handlers: RwLock::new(Handlers::default()),
+            handlers: RwLock::new(Handlers {
+                early: Some(Vec::new()),
+                ..Handlers::default()
+            }),
             acks: Mutex::new(HashMap::new()),
             data: Mutex::new(data),
             connected: AtomicBool::new(false),
@@ -402,8 +361,39 @@ impl Socket {
         self.connected.store(true, Ordering::Release);
     }
 
+    /// The connect handler has run: events held meanwhile are dispatched, in order, and
+    /// the next ones go straight to their handlers.
+    pub(crate) fn handlers_ready(self: &Arc<Self>) {
+        loop {
+            let batch = {
+                let mut h = self.handlers.write();
+                match h.early.as_mut() {
+                    Some(q) if !q.is_empty() => std::mem::take(q),
+                    _ => {
+                        h.early = None;
+                        return;
+                    }
+                }
+            };
+            for (event, data, id) in batch {
+                self.dispatch_event(event, data, id);
+            }
+        }
+    }
+
     /// An event from the client.
-    pub(crate) fn on_event(self: &Arc<Self>, event: String, mut data: Data, id: Option<u64>) {
+    pub(crate) fn on_event(self: &Arc<Self>, event: String, data: Data, id: Option<u64>) {
+        if self.handlers.read().early.is_some() {
+            let mut h = self.handlers.write();
+            if let Some(q) = h.early.as_mut() {
+                q.push((event, data, id));
+                return;
+            }
+        }
+        self.dispatch_event(event, data, id);
+    }
+
+    fn dispatch_event(self: &Arc<Self>, event: String, mut data: Data, id: Option<u64>) {
         let (mws, any, handler, fallback) = {
             let h = self.handlers.read();
             let handler = h.events.get(&event).cloned();

@@ -60,7 +60,19 @@ pub fn register(io: &SocketIo, node_id: &str, hook: Hook) {
         let node = node.clone();
         io.ns("/quiet", move |s: SocketRef| on_connect(s, &node))
     };
-    for ns in [&root, &custom, &private, &quiet] {
+    // `/slow`: a middleware (so the connect completes on another task), then a connect
+    // handler that takes 200 ms before it registers the handlers: events the client
+    // sends as soon as it is connected must wait for them, not be dropped.
+    let slow = {
+        let node = node.clone();
+        io.ns("/slow", move |s: SocketRef| {
+            // block_in_place: the connection's own task must stay free to run meanwhile.
+            tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(200)));
+            on_connect(s, &node)
+        })
+    };
+    slow.use_middleware(|_| async { Ok(()) });
+    for ns in [&root, &custom, &private, &quiet, &slow] {
         server_events(ns, &node);
     }
     private.use_middleware(|s: SocketRef| async move {
