@@ -1,0 +1,410 @@
+//! Streams mode: broadcasts go through a Redis stream, which is also the packet log of
+//! connection state recovery, and sessions live in keys. The formats are those of
+//! `@socket.io/redis-streams-adapter` 0.3 (stream entries `uid`, `nsp`, `type`, `data`;
+//! offsets are stream ids; sessions are `sio:session:<pid>` = base64(msgpack(session))),
+//! so sessions move between its Node servers and Skein nodes.
+//!
+//! Where Skein differs, for crash safety and order:
+//! - a session is written when it changes and refreshed every [`KEEPALIVE`] while its
+//!   socket is connected (with a TTL of the disconnection duration plus three
+//!   keepalives), not only when the socket closes: a node killed with SIGKILL leaves
+//!   every session recoverable;
+//! - a broadcast is delivered, on every node including its origin, by the stream
+//!   reader, after `XADD` succeeded: what a client received is always in the log, and
+//!   every node delivers in stream order, so a client's last offset names everything
+//!   before it;
+//! - a replay runs inside the reader, between two reads: the missed packets are those up
+//!   to the reader's position, and everything after is delivered live, once.
+//!
+//! `sockets_join`, `sockets_leave` and `disconnect_sockets` go through the stream too, as
+//! in the Node adapter, so they apply in order with the broadcasts on every node (Node's
+//! included). Requests that wait for answers (fetch_sockets, server-side emits,
+//! broadcasts with acks) still use the classic pub/sub channels, which Node
+//! streams-adapter servers do not read: in a mixed cluster those calls only reach Skein
+//! nodes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use base64::Engine as _;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::Value as RValue;
+use rmpv::Value as Mp;
+use serde_json::{json, Value};
+use skein::adapter::recovery::{gap_is_safe, targets};
+use skein::adapter::{
+    AdapterError, Attach, BroadcastOptions, EventPacket, LoggedPacket, NotRecovered, Room,
+    SessionRecord, SessionStore,
+};
+use skein::Data;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::msgpack;
+use crate::{RedisAdapterError, Shared};
+
+mod format;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+use format::{decode_session, encode_session, entries};
+use reader::read_loop;
+
+/// How often a node rewrites the sessions of its connected sockets.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Commands queued while Redis is unreachable before new ones are dropped (and counted).
+const MAX_QUEUED: usize = 200_000;
+const BROADCAST: &str = "3";
+
+/// Writes a session unless another socket instance owns it: the owner is kept beside the
+/// session (`<key>#owner`, which Node servers ignore). [`TAKE_SCRIPT`] sets the owner to
+/// `taken`, so the instance a reconnect left cannot write the session back for a second
+/// reconnect to take; the new socket claims it (ARGV[4]), and a refused take puts it back
+/// the same way. A stale instance can neither overwrite nor delete it.
+const SAVE_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[2])
+if ARGV[4] ~= '1' and cur and cur ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return 1
+"#;
+/// GETDEL, and the owner becomes `taken` for the disconnection duration (ARGV[1] ms).
+const TAKE_SCRIPT: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], 'taken', 'PX', ARGV[1])
+end
+return v
+"#;
+const DISCARD_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[2])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"#;
+
+/// Options of streams mode.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// The stream (`streamName`).
+    pub stream: String,
+    /// `XADD ... MAXLEN ~ max_len`.
+    pub max_len: usize,
+    /// `sessionKeyPrefix`.
+    pub session_prefix: String,
+    /// How long a disconnected session stays recoverable.
+    pub max_disconnection: Duration,
+    /// The oldest entry kept (`XTRIM MINID`, every keepalive).
+    pub max_age: Duration,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            stream: "socket.io".into(),
+            max_len: 10_000,
+            session_prefix: "sio:session:".into(),
+            max_disconnection: Duration::from_secs(120),
+            max_age: Duration::from_secs(180),
+        }
+    }
+}
+
+struct Replay {
+    nsp: String,
+    rec: SessionRecord,
+    offset: Option<String>,
+    attach: Attach,
+    done: oneshot::Sender<Result<(), NotRecovered>>,
+}
+
+/// The stream, the sessions, and the tasks that read and write them.
+pub(crate) struct StreamLog {
+    cfg: StreamsConfig,
+    uid: String,
+    writer: mpsc::UnboundedSender<redis::Cmd>,
+    queued: Arc<AtomicUsize>,
+    pub(crate) dropped: Arc<AtomicUsize>,
+    conn: ConnectionManager,
+    replays: mpsc::UnboundedSender<Replay>,
+    position: Mutex<String>,
+}
+
+impl std::fmt::Debug for StreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamLog")
+            .field("stream", &self.cfg.stream)
+            .finish()
+    }
+}
+
+impl StreamLog {
+    pub(crate) async fn start(
+        url: &str,
+        cfg: StreamsConfig,
+        uid: String,
+        shared: Weak<Shared>,
+    ) -> Result<Arc<Self>, RedisAdapterError> {
+        let client = redis::Client::open(url).map_err(|e| RedisAdapterError::Url(e.to_string()))?;
+        let unreachable = |e: redis::RedisError| RedisAdapterError::Unreachable(e.to_string());
+        let conn = ConnectionManager::new(client.clone())
+            .await
+            .map_err(unreachable)?;
+        // The reader blocks in XREAD: it gets a connection of its own.
+        let mut reader = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(unreachable)?;
+        let last: RValue = redis::cmd("XREVRANGE")
+            .arg(&cfg.stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut reader)
+            .await
+            .map_err(unreachable)?;
+        let start = entries(&last)
+            .first()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| "0-0".into());
+        let (writer, wrx) = mpsc::unbounded_channel();
+        let (replays, rrx) = mpsc::unbounded_channel();
+        let log = Arc::new(StreamLog {
+            cfg,
+            uid,
+            writer,
+            queued: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicUsize::new(0)),
+            conn: conn.clone(),
+            replays,
+            position: Mutex::new(start.clone()),
+        });
+        tokio::spawn(write_loop(wrx, conn, log.queued.clone()));
+        tokio::spawn(read_loop(reader, Arc::downgrade(&log), shared, rrx, start));
+        Ok(log)
+    }
+
+    fn send(&self, cmd: redis::Cmd) {
+        if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let _ = self.writer.send(cmd);
+    }
+
+    /// Logs a broadcast; every node (this one too) delivers it from the stream.
+    pub(crate) fn append(&self, nsp: &str, packet: &EventPacket, opts: &BroadcastOptions) {
+        let rooms = |r: &[Room]| r.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut flags = serde_json::Map::new();
+        if opts.flags.volatile {
+            flags.insert("volatile".into(), Value::Bool(true));
+        }
+        let opts_v =
+            json!({ "rooms": rooms(&opts.rooms), "except": rooms(&opts.except), "flags": flags });
+        let data = if packet.data.binary.is_empty() {
+            let mut arr = vec![Value::String(packet.event.clone())];
+            arr.extend(packet.data.args.iter().cloned());
+            json!({ "opts": opts_v, "packet": { "type": 2, "data": arr, "nsp": nsp } }).to_string()
+        } else {
+            let mp = Mp::Map(vec![
+                (Mp::from("opts"), msgpack::to_mp(&opts_v, &[])),
+                (
+                    Mp::from("packet"),
+                    Mp::Map(vec![
+                        (Mp::from("type"), Mp::from(2)),
+                        (
+                            Mp::from("data"),
+                            msgpack::event_to_mp(&packet.event, &packet.data),
+                        ),
+                        (Mp::from("nsp"), Mp::from(nsp)),
+                    ]),
+                ),
+            ]);
+            base64::engine::general_purpose::STANDARD.encode(msgpack::encode(&mp))
+        };
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.cfg.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.cfg.max_len)
+            .arg("*")
+            .arg("uid")
+            .arg(&self.uid)
+            .arg("nsp")
+            .arg(nsp)
+            .arg("type")
+            .arg(BROADCAST)
+            .arg("data")
+            .arg(data);
+        self.send(cmd);
+    }
+
+    /// Drops the entries older than `max_age`.
+    pub(crate) fn trim_by_age(&self) {
+        let min =
+            skein::adapter::recovery::now_ms().saturating_sub(self.cfg.max_age.as_millis() as u64);
+        let mut cmd = redis::cmd("XTRIM");
+        cmd.arg(&self.cfg.stream)
+            .arg("MINID")
+            .arg("~")
+            .arg(format!("{min}-0"));
+        self.send(cmd);
+    }
+
+    /// Logs SOCKETS_JOIN (4), SOCKETS_LEAVE (5) or DISCONNECT_SOCKETS (6), as the Node
+    /// streams adapter does: the other nodes apply it from the stream, in order with the
+    /// broadcasts. The origin has applied it to its own sockets already.
+    pub(crate) fn append_control(&self, nsp: &str, kind: &str, data: &Value) {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.cfg.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.cfg.max_len)
+            .arg("*")
+            .arg("uid")
+            .arg(&self.uid)
+            .arg("nsp")
+            .arg(nsp)
+            .arg("type")
+            .arg(kind)
+            .arg("data")
+            .arg(data.to_string());
+        self.send(cmd);
+    }
+
+    pub(crate) fn position(&self) -> String {
+        self.position.lock().clone()
+    }
+
+    pub(crate) async fn replay(
+        &self,
+        nsp: &str,
+        rec: &SessionRecord,
+        offset: Option<&str>,
+        attach: Attach,
+    ) -> Result<(), NotRecovered> {
+        let (done, rx) = oneshot::channel();
+        let r = Replay {
+            nsp: nsp.to_owned(),
+            rec: rec.clone(),
+            offset: offset.map(str::to_owned),
+            attach,
+            done,
+        };
+        if self.replays.send(r).is_err() {
+            return Err(NotRecovered::Backend(AdapterError::Unavailable(
+                "stream reader stopped".into(),
+            )));
+        }
+        rx.await.unwrap_or(Err(NotRecovered::Gone))
+    }
+
+    /// A session write; `claim` skips the owner check (see [`SAVE_SCRIPT`]).
+    fn write(&self, rec: &SessionRecord, claim: bool) {
+        let ttl = if rec.connected {
+            self.cfg.max_disconnection + KEEPALIVE * 3
+        } else {
+            self.cfg.max_disconnection
+        };
+        let key = self.key(&rec.pid);
+        // A record put back after a refused take keeps the node of its socket.
+        let rec = SessionRecord {
+            node: rec.node.clone().or_else(|| Some(self.uid.clone())),
+            ..rec.clone()
+        };
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SAVE_SCRIPT)
+            .arg(2)
+            .arg(&key)
+            .arg(format!("{key}#owner"))
+            .arg(encode_session(&rec))
+            .arg(ttl.as_millis() as u64)
+            .arg(rec.owner.as_deref().unwrap_or(""))
+            .arg(if claim { "1" } else { "0" });
+        self.send(cmd);
+    }
+
+    fn key(&self, pid: &str) -> String {
+        format!("{}{}", self.cfg.session_prefix, pid)
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for StreamLog {
+    fn save(&self, rec: &SessionRecord) {
+        self.write(rec, false);
+    }
+
+    fn claim(&self, rec: &SessionRecord) {
+        self.write(rec, true);
+    }
+
+    fn discard(&self, rec: &SessionRecord) {
+        let key = self.key(&rec.pid);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(DISCARD_SCRIPT)
+            .arg(2)
+            .arg(&key)
+            .arg(format!("{key}#owner"))
+            .arg(rec.owner.as_deref().unwrap_or(""));
+        self.send(cmd);
+    }
+
+    async fn take(&self, pid: &str) -> Result<Option<SessionRecord>, AdapterError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(pid);
+        let raw: Option<String> = redis::cmd("EVAL")
+            .arg(TAKE_SCRIPT)
+            .arg(2)
+            .arg(&key)
+            .arg(format!("{key}#owner"))
+            .arg(self.cfg.max_disconnection.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
+        Ok(raw.as_deref().and_then(decode_session))
+    }
+}
+
+/// Runs queued commands in order, pipelined; a failed batch is retried, so nothing is
+/// lost while Redis is briefly away.
+async fn write_loop(
+    mut rx: mpsc::UnboundedReceiver<redis::Cmd>,
+    mut conn: ConnectionManager,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut batch = Vec::with_capacity(256);
+    let mut down = false;
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut pipe = redis::pipe();
+        for c in &batch {
+            pipe.add_command(c.clone()).ignore();
+        }
+        loop {
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => {
+                    if down {
+                        tracing::info!("redis streams: writes resumed");
+                        down = false;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if !down {
+                        tracing::error!(error = %e, "redis streams: write failed, retrying");
+                        down = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+        queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        batch.clear();
+    }
+}

@@ -1,0 +1,231 @@
+//! The stream reader: delivery in stream order, replays between two reads, and how far
+//! the stream was trimmed.
+
+use super::format::{decode_broadcast, entries, options, parse_id, Id};
+use super::*;
+
+/// Reads the stream and delivers each entry to its namespace; runs replays between reads.
+pub(super) async fn read_loop(
+    mut conn: MultiplexedConnection,
+    log: Weak<StreamLog>,
+    shared: Weak<Shared>,
+    mut replays: mpsc::UnboundedReceiver<Replay>,
+    mut last: String,
+) {
+    let mut failing = false;
+    loop {
+        let Some(l) = log.upgrade() else { return };
+        let stream = l.cfg.stream.clone();
+        while let Ok(r) = replays.try_recv() {
+            let Replay {
+                nsp,
+                rec,
+                offset,
+                attach,
+                done,
+            } = r;
+            let res = replay_now(&mut conn, &stream, &last, &nsp, &rec, offset.as_deref()).await;
+            let _ = done.send(res.map(attach));
+        }
+        drop(l);
+        let reply: redis::RedisResult<RValue> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(100)
+            .arg("BLOCK")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&last)
+            .query_async(&mut conn)
+            .await;
+        let reply = match reply {
+            Ok(v) => {
+                if failing {
+                    tracing::info!("redis streams: reading resumed");
+                    failing = false;
+                }
+                v
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, "redis streams: read failed, retrying");
+                    failing = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        // [[stream, [[id, [k, v, ...]], ...]]] (or nil on timeout)
+        let RValue::Array(streams) = reply else {
+            continue;
+        };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        for s in &streams {
+            let RValue::Array(pair) = s else { continue };
+            let Some(list) = pair.get(1) else { continue };
+            for (id, f) in entries(list) {
+                deliver(&shared, &id, &f);
+                last = id;
+            }
+        }
+        if let Some(l) = log.upgrade() {
+            *l.position.lock() = last.clone();
+        }
+    }
+}
+
+fn deliver(shared: &Shared, id: &str, f: &HashMap<String, String>) {
+    let Some(nsp) = f.get("nsp") else { return };
+    let Some(adapter) = shared.adapter(nsp) else {
+        return;
+    };
+    let local = &adapter.local;
+    match f.get("type").map(String::as_str) {
+        Some(BROADCAST) => {
+            let Some((packet, opts)) = decode_broadcast(f) else {
+                tracing::debug!(id, "stream entry: not a broadcast this node delivers");
+                return;
+            };
+            if opts.flags.volatile {
+                local.broadcast(&packet, &opts);
+            } else {
+                local.broadcast_logged(&packet, &opts, id);
+            }
+        }
+        // SOCKETS_JOIN / SOCKETS_LEAVE / DISCONNECT_SOCKETS from the other nodes (Skein's
+        // or Node's); the origin applied its own already.
+        Some(t @ ("4" | "5" | "6")) if f.get("uid").map(String::as_str) != Some(&*shared.uid) => {
+            let Some(data) = f
+                .get("data")
+                .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            else {
+                return;
+            };
+            let Some(opts) = data.get("opts").and_then(options) else {
+                return;
+            };
+            let rooms: Vec<Room> = data
+                .get("rooms")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(Room::from).collect())
+                .unwrap_or_default();
+            match t {
+                "4" => local.add_sockets(&opts, &rooms),
+                "5" => local.del_sockets(&opts, &rooms),
+                _ => {
+                    let close = data.get("close").and_then(Value::as_bool).unwrap_or(false);
+                    local.disconnect_sockets(&opts, close)
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a session missed after its offset, up to the reader's position `last`.
+async fn replay_now(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    last: &str,
+    nsp: &str,
+    rec: &SessionRecord,
+    offset: Option<&str>,
+) -> Result<Vec<LoggedPacket>, NotRecovered> {
+    let from = offset
+        .or(rec.offset.as_deref())
+        .ok_or(NotRecovered::BadOffset)?;
+    let from_id = parse_id(from).ok_or(NotRecovered::BadOffset)?;
+    let last_id = parse_id(last).unwrap_or((0, 0));
+    if from_id > last_id {
+        return Err(NotRecovered::BadOffset);
+    }
+    let backend =
+        |e: redis::RedisError| NotRecovered::Backend(AdapterError::Unavailable(e.to_string()));
+    // Entries after `from` may have been trimmed: only acceptable when they predate the
+    // disconnect by the delivery margin (the client had them).
+    if let Some(trimmed) = max_deleted(conn, stream).await.map_err(backend)? {
+        if trimmed > from_id && !gap_is_safe(trimmed.0, rec) {
+            return Err(NotRecovered::LogGap);
+        }
+    }
+    let mut rooms = rec.rooms.clone();
+    rooms.push(rec.sid.clone());
+    let mut missed = Vec::new();
+    let mut cursor = from.to_owned();
+    while parse_id(&cursor).unwrap_or((0, 0)) < last_id {
+        let page: RValue = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(format!("({cursor}"))
+            .arg(last)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(backend)?;
+        let list = entries(&page);
+        if list.is_empty() {
+            break;
+        }
+        for (id, f) in &list {
+            if f.get("nsp").map(String::as_str) == Some(nsp)
+                && f.get("type").map(String::as_str) == Some(BROADCAST)
+            {
+                if let Some((packet, opts)) = decode_broadcast(f) {
+                    if !opts.flags.volatile && targets(&rooms, &opts.rooms, &opts.except) {
+                        missed.push(LoggedPacket {
+                            offset: id.clone(),
+                            packet,
+                        });
+                    }
+                }
+            }
+            cursor = id.clone();
+        }
+    }
+    Ok(missed)
+}
+
+/// An upper bound of the ids trimmed or deleted from the stream so far (`None`: none
+/// were). `max-deleted-entry-id` only follows XDEL, so when entries were trimmed
+/// (`entries-added` > `length`) the first remaining entry stands in: every trimmed entry
+/// is older. That bound is conservative: it can only turn a recovery down, never let a
+/// gap through.
+async fn max_deleted(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<Option<Id>> {
+    let info: redis::RedisResult<RValue> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(conn)
+        .await;
+    let Ok(RValue::Array(kv)) = info else {
+        // No stream yet: nothing was ever trimmed.
+        return Ok(None);
+    };
+    let (mut deleted, mut first, mut added, mut len) = (None, None, 0u64, 0u64);
+    for pair in kv.chunks(2) {
+        let key: String = redis::from_redis_value(pair[0].clone()).unwrap_or_default();
+        let text = || redis::from_redis_value::<String>(pair[1].clone()).unwrap_or_default();
+        match key.as_str() {
+            "max-deleted-entry-id" => deleted = parse_id(&text()).filter(|i| *i != (0, 0)),
+            "entries-added" => added = redis::from_redis_value(pair[1].clone()).unwrap_or(0),
+            "length" => len = redis::from_redis_value(pair[1].clone()).unwrap_or(0),
+            "first-entry" => {
+                first = entries(&RValue::Array(vec![pair[1].clone()]))
+                    .first()
+                    .and_then(|(id, _)| parse_id(id))
+            }
+            _ => {}
+        }
+    }
+    if added <= len {
+        return Ok(deleted);
+    }
+    Ok(match (deleted, first) {
+        (Some(d), Some(f)) => Some(d.max(f)),
+        (d, f) => d.or(f),
+    })
+}
