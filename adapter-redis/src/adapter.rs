@@ -10,7 +10,6 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use rmpv::Value as Mp;
 use serde_json::{json, Value};
-use skein::adapter::recovery::PROBE_TIMEOUT;
 use skein::adapter::{
     AckEvent, AckStream, Adapter, AdapterError, Attach, BroadcastOptions, EventPacket, Gathered,
     LocalAdapter, NotRecovered, Room, SessionRecord, SocketInfo,
@@ -21,10 +20,6 @@ use tokio::sync::mpsc;
 use crate::msgpack::{self, event_to_mp};
 use crate::wire::{self, Channels};
 use crate::Shared;
-
-/// The server-side event a node sends to ask whether a socket is alive (see
-/// [`Adapter::session_alive`]); never handed to applications.
-pub(crate) const PROBE_EVENT: &str = "skein:probe";
 
 /// An answer from another node, decoded.
 #[derive(Debug)]
@@ -51,7 +46,7 @@ impl std::fmt::Debug for RedisAdapter {
     }
 }
 
-fn rooms_json(r: &[Room]) -> Value {
+pub(crate) fn rooms_json(r: &[Room]) -> Value {
     Value::Array(r.iter().map(|x| Value::String(x.to_string())).collect())
 }
 
@@ -85,19 +80,6 @@ impl RedisAdapter {
             ch,
             pending: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Streams mode: logs a socket-management message for the other nodes (true), unless
-    /// it is local-only.
-    fn to_stream(&self, kind: &str, opts: &BroadcastOptions, mut data: Value) -> bool {
-        let Some(log) = self.shared.streams.get() else {
-            return false;
-        };
-        if !opts.flags.local {
-            data["opts"] = json!({ "rooms": rooms_json(&opts.rooms), "except": rooms_json(&opts.except), "flags": {} });
-            log.append_control(self.local.nsp(), kind, &data);
-        }
-        true
     }
 
     pub(crate) fn packet_mp(&self, packet: &EventPacket) -> Mp {
@@ -209,38 +191,7 @@ impl Adapter for RedisAdapter {
     }
 
     async fn session_alive(&self, rec: &SessionRecord) -> bool {
-        let local = match rec
-            .sid
-            .parse::<skein::Sid>()
-            .ok()
-            .and_then(|sid| self.local.get(sid))
-        {
-            Some(s) if s.connected() => return s.probe(PROBE_TIMEOUT).await,
-            _ => false,
-        };
-        // Written as connected by another node that is alive: ask it.
-        let remote = rec.connected
-            && rec.node.as_deref().is_some_and(|n| {
-                n != self.shared.uid && self.shared.live_peers().iter().any(|p| p == n)
-            });
-        if !remote {
-            return local;
-        }
-        let packet = EventPacket {
-            event: PROBE_EVENT.into(),
-            data: Data::one(json!(rec.sid)),
-        };
-        match self
-            .server_side_emit_with_ack(packet, PROBE_TIMEOUT + Duration::from_secs(1))
-            .await
-        {
-            Ok(g) => g
-                .items
-                .iter()
-                .any(|d| d.args.first() == Some(&Value::Bool(true))),
-            // Cannot tell: do not hand out a session that may be in use.
-            Err(_) => true,
-        }
+        self.probe_session(rec).await
     }
 
     fn log_position(&self) -> Option<String> {

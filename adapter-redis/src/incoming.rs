@@ -178,7 +178,7 @@ impl RedisAdapter {
                 driver.publish(channel, body.to_string().into_bytes());
             }) as skein::adapter::ServerAck
         });
-        if event == crate::adapter::PROBE_EVENT {
+        if event == crate::recovery::PROBE_EVENT {
             self.on_probe(args, ack);
             return;
         }

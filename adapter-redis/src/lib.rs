@@ -18,6 +18,7 @@ mod adapter;
 pub mod driver;
 mod incoming;
 pub mod msgpack;
+mod recovery;
 pub mod streams;
 pub mod wire;
 
