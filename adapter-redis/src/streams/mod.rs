@@ -34,7 +34,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::Value as RValue;
 use rmpv::Value as Mp;
 use serde_json::{json, Value};
-use skein::adapter::recovery::{gap_is_safe, targets};
+use skein::adapter::recovery::{gap_is_safe, targets, with_offset};
 use skein::adapter::{
     AdapterError, Attach, BroadcastOptions, EventPacket, LoggedPacket, NotRecovered, Room,
     SessionRecord, SessionStore,
@@ -228,6 +228,11 @@ impl StreamLog {
             ]);
             base64::engine::general_purpose::STANDARD.encode(msgpack::encode(&mp))
         };
+        self.xadd(nsp, BROADCAST, data);
+    }
+
+    /// Queues an entry in the Node adapter's format, trimming the stream to `max_len`.
+    fn xadd(&self, nsp: &str, kind: &str, data: String) {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.cfg.stream)
             .arg("MAXLEN")
@@ -239,7 +244,7 @@ impl StreamLog {
             .arg("nsp")
             .arg(nsp)
             .arg("type")
-            .arg(BROADCAST)
+            .arg(kind)
             .arg("data")
             .arg(data);
         self.send(cmd);
@@ -261,21 +266,7 @@ impl StreamLog {
     /// streams adapter does: the other nodes apply it from the stream, in order with the
     /// broadcasts. The origin has applied it to its own sockets already.
     pub(crate) fn append_control(&self, nsp: &str, kind: &str, data: &Value) {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.cfg.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.cfg.max_len)
-            .arg("*")
-            .arg("uid")
-            .arg(&self.uid)
-            .arg("nsp")
-            .arg(nsp)
-            .arg("type")
-            .arg(kind)
-            .arg("data")
-            .arg(data.to_string());
-        self.send(cmd);
+        self.xadd(nsp, kind, data.to_string());
     }
 
     pub(crate) fn position(&self) -> String {

@@ -91,7 +91,7 @@ fn deliver(shared: &Shared, id: &str, f: &HashMap<String, String>) {
             if opts.flags.volatile {
                 local.broadcast(&packet, &opts);
             } else {
-                local.broadcast_logged(&packet, &opts, id);
+                local.broadcast_logged(packet, &opts, id);
             }
         }
         // SOCKETS_JOIN / SOCKETS_LEAVE / DISCONNECT_SOCKETS from the other nodes (Skein's
@@ -174,6 +174,10 @@ async fn replay_now(
             {
                 if let Some((packet, opts)) = decode_broadcast(f) {
                     if !opts.flags.volatile && targets(&rooms, &opts.rooms, &opts.except) {
+                        let packet = EventPacket {
+                            data: with_offset(packet.data, id),
+                            ..packet
+                        };
                         missed.push(LoggedPacket {
                             offset: id.clone(),
                             packet,

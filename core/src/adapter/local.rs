@@ -6,7 +6,9 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
-use super::recovery::{now_ms, MemoryRecovery, RecoveryConfig, SessionRecord, SessionStore};
+use super::recovery::{
+    now_ms, with_offset, MemoryRecovery, RecoveryConfig, SessionRecord, SessionStore,
+};
 use super::{AckEvent, BroadcastOptions, EventPacket, Room, SocketInfo};
 use crate::engineio::Sid;
 use crate::socketio::packet::encode_event;
@@ -327,8 +329,11 @@ impl LocalAdapter {
     pub fn broadcast(&self, packet: &EventPacket, opts: &BroadcastOptions) {
         if let (Some(mem), false) = (self.memory_recovery(), opts.flags.volatile) {
             let mut log = mem.lock();
-            let offset = log.append(packet, opts);
-            self.broadcast_logged(packet, opts, &offset);
+            log.append(packet, opts);
+            if let Some(logged) = log.last() {
+                let enc = encode_event(&self.nsp, &logged.event, &logged.data, None);
+                self.apply(opts, |s| s.send_encoded(&enc, false));
+            }
             return;
         }
         let enc = encode_event(&self.nsp, &packet.event, &packet.data, None);
@@ -336,9 +341,10 @@ impl LocalAdapter {
         self.apply(opts, |s| s.send_encoded(&enc, volatile));
     }
 
-    /// Delivers a logged event with its offset appended to its arguments.
-    pub fn broadcast_logged(&self, packet: &EventPacket, opts: &BroadcastOptions, offset: &str) {
-        let data = with_offset(&packet.data, offset);
+    /// Delivers an event logged elsewhere (a cluster's log) with its offset appended to
+    /// its arguments.
+    pub fn broadcast_logged(&self, packet: EventPacket, opts: &BroadcastOptions, offset: &str) {
+        let data = with_offset(packet.data, offset);
         let enc = encode_event(&self.nsp, &packet.event, &data, None);
         self.apply(opts, |s| s.send_encoded(&enc, false));
     }
@@ -403,11 +409,4 @@ impl LocalAdapter {
             s.disconnect_with(close, DisconnectReason::ServerNamespaceDisconnect);
         }
     }
-}
-
-/// The arguments of a logged event: its own, then its offset (what the client echoes).
-pub(crate) fn with_offset(data: &Data, offset: &str) -> Data {
-    let mut d = data.clone();
-    d.args.push(serde_json::Value::String(offset.to_owned()));
-    d
 }

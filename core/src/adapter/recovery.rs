@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{AdapterError, BroadcastOptions, EventPacket, Room};
+use crate::socketio::Data;
 
 /// How long a logged packet may take to reach a connected client. Dropped log entries
 /// logged this long before a disconnect are taken as delivered.
@@ -93,11 +94,18 @@ pub struct SessionRecord {
     pub node: Option<String>,
 }
 
-/// A packet from the log, to replay.
+/// A packet from the log, to replay: its offset, and the packet with that offset as its
+/// last argument already (as it was delivered live).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedPacket {
     pub offset: String,
     pub packet: EventPacket,
+}
+
+/// The arguments of a logged event: its own, then its offset (what the client echoes).
+pub fn with_offset(mut data: Data, offset: &str) -> Data {
+    data.args.push(Value::String(offset.to_owned()));
+    data
 }
 
 /// Why a session was not recovered (the client gets a new one).
@@ -206,28 +214,39 @@ impl std::fmt::Debug for MemoryRecovery {
 pub struct LogGuard<'a>(parking_lot::MutexGuard<'a, MemInner>, &'a RecoveryConfig);
 
 impl LogGuard<'_> {
-    /// Logs a packet and returns its offset.
+    /// Logs a packet, with its offset as its last argument, and returns the offset; the
+    /// logged packet (to deliver) is [`LogGuard::last`].
     pub fn append(&mut self, packet: &EventPacket, opts: &BroadcastOptions) -> String {
         let now = now_ms();
         let inner = &mut *self.0;
         inner.next += 1;
         let offset = inner.next;
+        let text = offset.to_string();
         inner.log.push_back(Entry {
             offset,
             at_ms: now,
-            packet: packet.clone(),
+            packet: EventPacket {
+                event: packet.event.clone(),
+                data: with_offset(packet.data.clone(), &text),
+            },
             rooms: opts.rooms.clone(),
             except: opts.except.clone(),
         });
         let max_age = self.1.log_max_age.as_millis() as u64;
-        while let Some(front) = inner.log.front() {
+        // The entry just logged always stays: it is about to be delivered.
+        while let Some(front) = inner.log.front().filter(|_| inner.log.len() > 1) {
             if inner.log.len() <= self.1.log_max_len && front.at_ms + max_age >= now {
                 break;
             }
             inner.dropped = Some((front.offset, front.at_ms));
             inner.log.pop_front();
         }
-        offset.to_string()
+        text
+    }
+
+    /// The packet logged last, its offset appended.
+    pub fn last(&self) -> Option<&EventPacket> {
+        self.0.log.back().map(|e| &e.packet)
     }
 }
 

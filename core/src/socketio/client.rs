@@ -54,10 +54,6 @@ impl ClientData {
         self.sockets.lock().clone()
     }
 
-    pub(crate) fn push_socket(&self, s: SocketRef) {
-        self.sockets.lock().push(s);
-    }
-
     pub(crate) fn has_no_socket(&self) -> bool {
         self.sockets.lock().is_empty()
     }
@@ -253,17 +249,31 @@ fn finish_connect(s: &Sess, socket: SocketRef) {
     if s.is_closed() {
         return;
     }
-    let ns = socket.ns().clone();
-    ns.adapter().local().insert(socket.clone());
+    register(s, &socket);
+    socket.ns().adapter().local().persist(socket.id());
+    tracing::debug!(sid = %socket.id(), nsp = socket.nsp(), "socket connected");
+    run_connect_handler(socket);
+}
+
+/// Makes a socket part of its namespace and connection, and answers the CONNECT (with
+/// its `pid` when recovery is on).
+pub(crate) fn register(s: &Sess, socket: &SocketRef) {
+    socket.ns().adapter().local().insert(socket.clone());
     s.data.sockets.lock().push(socket.clone());
     socket.set_connected();
     let reply = match &socket.pid {
         Some(pid) => json!({ "sid": socket.id(), "pid": pid.as_ref() }),
         None => json!({ "sid": socket.id() }),
     };
-    let _ = s.send_frame(encode_control(PacketKind::Connect, ns.name(), Some(&reply)));
-    ns.adapter().local().persist(socket.id());
-    tracing::debug!(sid = %socket.id(), nsp = ns.name(), "socket connected");
-    (ns.handlers.on_connect)(socket.clone());
+    let _ = s.send_frame(encode_control(
+        PacketKind::Connect,
+        socket.nsp(),
+        Some(&reply),
+    ));
+}
+
+/// Runs the namespace's connect handler, then lets the events held meanwhile through.
+pub(crate) fn run_connect_handler(socket: SocketRef) {
+    (socket.ns().handlers.on_connect)(socket.clone());
     socket.handlers_ready();
 }

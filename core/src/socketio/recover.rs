@@ -9,12 +9,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::client::ClientData;
 use super::handshake::ConnInfo;
 use super::namespace::Namespace;
-use super::packet::{encode_control, encode_event, PacketKind};
+use super::packet::encode_event;
 use super::socket::Socket;
 use crate::adapter::{LoggedPacket, NotRecovered, Room};
 use crate::engineio::{Session, Sid};
@@ -93,23 +93,11 @@ pub(crate) async fn resume(
         if sess.is_closed() {
             return;
         }
-        let local = sock.ns().adapter().local();
-        local.insert(sock.clone());
-        local.add_rooms(sock.id(), &rooms);
-        sess.data.push_socket(sock.clone());
-        sock.set_connected();
-        let reply = json!({ "sid": sock.id(), "pid": sock.pid.as_deref() });
-        let _ = sess.send_frame(encode_control(
-            PacketKind::Connect,
-            sock.nsp(),
-            Some(&reply),
-        ));
+        sock.ns().adapter().local().add_rooms(sock.id(), &rooms);
+        super::client::register(&sess, &sock);
         for p in &missed {
-            let data = crate::adapter::local::with_offset(&p.packet.data, &p.offset);
-            sock.send_encoded(
-                &encode_event(sock.nsp(), &p.packet.event, &data, None),
-                false,
-            );
+            let enc = encode_event(sock.nsp(), &p.packet.event, &p.packet.data, None);
+            sock.send_encoded(&enc, false);
         }
         done.store(true, Ordering::Release);
         tracing::debug!(sid = %sock.id(), nsp = sock.nsp(), missed = missed.len(), "session recovered");
@@ -125,7 +113,6 @@ pub(crate) async fn resume(
     if let Some(rec) = local.session_record(&socket, true) {
         store.claim(&rec);
     }
-    (ns.handlers.on_connect)(socket.clone());
-    socket.handlers_ready();
+    super::client::run_connect_handler(socket);
     Ok(())
 }

@@ -43,6 +43,12 @@ pub type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + Send + S
 pub type PacketMiddleware =
     Arc<dyn Fn(&SocketRef, &str, &mut Data) -> Result<(), String> + Send + Sync>;
 
+/// The handler an event goes to.
+enum Handler {
+    Event(EventHandler),
+    Fallback(FallbackHandler),
+}
+
 #[derive(Default)]
 struct Handlers {
     events: HashMap<String, EventHandler>,
@@ -376,37 +382,45 @@ impl Socket {
                 }
             };
             for (event, data, id) in batch {
-                self.dispatch_event(event, data, id);
+                self.dispatch_event(event, data, id, false);
             }
         }
     }
 
     /// An event from the client.
     pub(crate) fn on_event(self: &Arc<Self>, event: String, data: Data, id: Option<u64>) {
-        if self.handlers.read().early.is_some() {
-            let mut h = self.handlers.write();
-            if let Some(q) = h.early.as_mut() {
-                q.push((event, data, id));
-                return;
-            }
-        }
-        self.dispatch_event(event, data, id);
+        self.dispatch_event(event, data, id, true);
     }
 
-    fn dispatch_event(self: &Arc<Self>, event: String, mut data: Data, id: Option<u64>) {
-        let (mws, any, handler, fallback) = {
+    /// Runs an event's middlewares, `onAny` handlers and handler (or the fallback). With
+    /// `hold`, an event that arrives before the connect handler has run waits for it.
+    fn dispatch_event(
+        self: &Arc<Self>,
+        event: String,
+        mut data: Data,
+        id: Option<u64>,
+        hold: bool,
+    ) {
+        let (mws, any, handler) = {
             let h = self.handlers.read();
-            let handler = h.events.get(&event).cloned();
-            let fallback = if handler.is_none() {
-                h.fallback.clone()
-            } else {
-                None
+            if hold && h.early.is_some() {
+                drop(h);
+                let mut w = self.handlers.write();
+                if let Some(q) = w.early.as_mut() {
+                    q.push((event, data, id));
+                    return;
+                }
+                drop(w);
+                return self.dispatch_event(event, data, id, false);
+            }
+            let handler = match h.events.get(&event) {
+                Some(f) => Some(Handler::Event(f.clone())),
+                None => h.fallback.clone().map(Handler::Fallback),
             };
             (
                 (!h.middlewares.is_empty()).then(|| h.middlewares.clone()),
                 (!h.any.is_empty()).then(|| h.any.clone()),
                 handler,
-                fallback,
             )
         };
         for m in mws.iter().flatten() {
@@ -418,18 +432,14 @@ impl Socket {
         for a in any.iter().flatten() {
             a(self, &event, &data);
         }
-        if let Some(h) = handler {
-            let ack = id.map(|id| AckSender {
-                socket: self.clone(),
-                id,
-            });
-            h(self, data, ack);
-        } else if let Some(f) = fallback {
-            let ack = id.map(|id| AckSender {
-                socket: self.clone(),
-                id,
-            });
-            f(self, &event, data, ack);
+        let ack = id.map(|id| AckSender {
+            socket: self.clone(),
+            id,
+        });
+        match handler {
+            Some(Handler::Event(h)) => h(self, data, ack),
+            Some(Handler::Fallback(f)) => f(self, &event, data, ack),
+            None => {}
         }
     }
 
