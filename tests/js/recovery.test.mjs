@@ -20,6 +20,22 @@ async function recoverable(url, { nsp = "/", ...opts } = {}) {
   return socket;
 }
 
+/** Drops the client's transport (a "transport close", as on a network loss) and keeps it
+ * from reconnecting until `comeBack`. */
+async function dropAway(s) {
+  s.io.reconnection(false);
+  s.io.engine.close();
+  await until(() => !s.connected, 3000, "disconnect");
+}
+
+/** The client reconnects, as its Manager would after a drop. */
+async function comeBack(s) {
+  s.io.reconnection(true);
+  const back = waitEvent(s, "connect", 8000);
+  s.connect();
+  await back;
+}
+
 /** Records `msg` events: [payload, offset]. */
 function collect(socket, event = "msg") {
   const got = [];
@@ -45,15 +61,10 @@ for (const kind of DEPLOYMENTS) {
       assert.equal(typeof got[0][1], "string", "offset appended as the last argument");
 
       // Away: the transport drops, and events keep coming while the client is gone.
-      a.io.reconnection(false);
-      a.io.engine.close();
-      await until(() => !a.connected, 3000, "disconnect");
+      await dropAway(a);
       for (let n = 1; n <= 20; n++) pub.emit("pub", { room: "R", n });
       await ask(pub, "rooms"); // the publisher's events are all processed
-      a.io.reconnection(true);
-      const back = waitEvent(a, "connect", 8000);
-      a.connect();
-      await back;
+      await comeBack(a);
       assert.equal(a.recovered, true);
       assert.equal(a.id, id, "same socket id");
       assert.deepEqual((await ask(a, "rooms")).sort(), [id, "R"].sort());
@@ -79,9 +90,7 @@ for (const kind of DEPLOYMENTS) {
       assert.equal(typeof offset, "string", "socket.emit carries an offset");
       assert.notEqual(offset, before);
       const id = a.id;
-      a.io.reconnection(false);
-      a.io.engine.close();
-      await until(() => !a.connected, 3000, "disconnect");
+      await dropAway(a);
       await sleep(200); // the server sees the close (a real client waits reconnectionDelay)
       // The client reconnects as if the echo had been lost in flight: from the offset before.
       const again = h.track(h.io(c.url, { forceNew: true, reconnection: false, ...WS, auth: { pid: a._pid, offset: before } }));
@@ -100,15 +109,10 @@ for (const kind of DEPLOYMENTS) {
       const { socket: pub } = await connect(c.url, { nsp: "/", ...WS });
       const q = h.track(h.io(c.url + "/quiet", { forceNew: true, reconnection: false, ...WS }));
       await waitEvent(q, "connect");
-      a.io.reconnection(false);
-      a.io.engine.close();
-      await until(() => !a.connected, 3000, "disconnect");
+      await dropAway(a);
       q.emit("pub", { room: "Q", n: 1 });
       await ask(q, "rooms");
-      a.io.reconnection(true);
-      const back = waitEvent(a, "connect", 8000);
-      a.connect();
-      await back;
+      await comeBack(a);
       assert.equal(a.recovered, true);
       assert.equal(a.id, id);
       await until(() => got.length === 1, 3000, "the missed event");
@@ -123,15 +127,10 @@ for (const kind of DEPLOYMENTS) {
       const got = collect(a);
       const { socket: pub } = await connect(c.url, WS);
       for (let round = 0; round < 3; round++) {
-        a.io.reconnection(false);
-        a.io.engine.close();
-        await until(() => !a.connected, 3000, "disconnect");
+        await dropAway(a);
         pub.emit("pub", { room: "T", n: round });
         await ask(pub, "rooms");
-        a.io.reconnection(true);
-        const back = waitEvent(a, "connect", 8000);
-        a.connect();
-        await back;
+        await comeBack(a);
         assert.equal(a.recovered, true, `round ${round}`);
         assert.equal(a.id, id, `round ${round}`);
         await until(() => got.length === round + 1, 3000, `event of round ${round}`);
@@ -148,9 +147,7 @@ for (const kind of DEPLOYMENTS) {
       const pid2 = b._pid;
       const off2 = b._lastOffset;
       const id2 = b.id;
-      b.io.reconnection(false);
-      b.io.engine.close();
-      await until(() => !b.connected, 3000, "disconnect");
+      await dropAway(b);
       // Two fresh clients present b's pid; `auth` overrides the client's own pid/offset.
       const twins = [0, 1].map(() => h.track(h.io(c.url, { forceNew: true, reconnection: false, ...WS, auth: { pid: pid2, offset: off2 } })));
       await Promise.all(twins.map((t) => waitEvent(t, "connect", 8000)));
@@ -206,9 +203,7 @@ for (const kind of DEPLOYMENTS) {
       const a = await recoverable(c.url, { nsp: "/private", auth: { token: "secret" } });
       const id = a.id;
       await ask(a, "join", "P");
-      a.io.reconnection(false);
-      a.io.engine.close();
-      await until(() => !a.connected, 3000, "disconnect");
+      await dropAway(a);
       await sleep(200);
       // Same session, but the credentials are no longer accepted: refused, not resumed.
       const refused = h.track(h.io(c.url + "/private", { forceNew: true, reconnection: false, ...WS, auth: { token: "stolen?", pid: a._pid, offset: a._lastOffset } }));
@@ -223,14 +218,9 @@ for (const kind of DEPLOYMENTS) {
     test("with valid credentials it resumes", async () => {
       const a = await recoverable(c.url, { nsp: "/private", auth: { token: "secret" } });
       const id = a.id;
-      a.io.reconnection(false);
-      a.io.engine.close();
-      await until(() => !a.connected, 3000, "disconnect");
+      await dropAway(a);
       await sleep(200);
-      a.io.reconnection(true);
-      const back = waitEvent(a, "connect", 8000);
-      a.connect();
-      await back;
+      await comeBack(a);
       assert.equal(a.recovered, true);
       assert.equal(a.id, id);
     });
@@ -242,14 +232,9 @@ for (const kind of DEPLOYMENTS) {
     test("a session away longer than max_disconnection_duration gets a new one", async () => {
       const a = await recoverable(c.url);
       const id = a.id;
-      a.io.reconnection(false);
-      a.io.engine.close();
-      await until(() => !a.connected, 3000, "disconnect");
+      await dropAway(a);
       await sleep(1600);
-      a.io.reconnection(true);
-      const back = waitEvent(a, "connect", 8000);
-      a.connect();
-      await back;
+      await comeBack(a);
       assert.equal(a.recovered, false);
       assert.notEqual(a.id, id);
     });
@@ -259,18 +244,13 @@ for (const kind of DEPLOYMENTS) {
       const id = a.id;
       await ask(a, "join", "L");
       const { socket: pub } = await connect(c.url, WS);
-      a.io.reconnection(false);
-      a.io.engine.close();
-      await until(() => !a.connected, 3000, "disconnect");
+      await dropAway(a);
       // The log keeps 5 (in memory exactly; a stream trims whole nodes of 100 entries).
       const count = kind === "one node" ? 12 : 300;
       for (let n = 0; n < count; n++) pub.emit("pub", { room: "L", n });
       await ask(pub, "rooms");
       if (kind !== "one node") await sleep(500); // the XADDs landed and the stream trimmed
-      a.io.reconnection(true);
-      const back = waitEvent(a, "connect", 8000);
-      a.connect();
-      await back;
+      await comeBack(a);
       assert.equal(a.recovered, false, "missed events are gone: no partial recovery");
       assert.notEqual(a.id, id);
     });
@@ -291,15 +271,10 @@ for (const kind of DEPLOYMENTS) {
       await sleep(6500);
       pub.emit("pub", { room: "elsewhere", n: 1 });
       await ask(pub, "rooms");
-      a.io.reconnection(false);
-      a.io.engine.close();
-      await until(() => !a.connected, 3000, "disconnect");
+      await dropAway(a);
       pub.emit("pub", { room: "Z", n: 2 });
       await ask(pub, "rooms");
-      a.io.reconnection(true);
-      const back = waitEvent(a, "connect", 8000);
-      a.connect();
-      await back;
+      await comeBack(a);
       assert.equal(a.recovered, true);
       assert.equal(a.id, id);
       await until(() => got.length === 1, 3000, "the missed event");

@@ -2,20 +2,17 @@
 drive a real `skein` process, and a Python Socket.IO client sees the effect."""
 
 import json
-import os
-import re
-import subprocess
 import sys
 import tempfile
-import time
 
 import grpc
 import pytest
 import socketio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SKEIN = os.environ.get("SKEIN_BIN", os.path.join(REPO, "target", "debug", "skein"))
+import skein_node
+from skein_node import REPO
+
 TOKEN = "py-secret"
 
 
@@ -36,21 +33,9 @@ def stubs():
 
 @pytest.fixture(scope="module")
 def node():
-    proc = subprocess.Popen(
-        [SKEIN, "--test-handlers", "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0",
-         "--grpc-tokens", TOKEN],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    addrs = {}
-    deadline = time.time() + 20
-    while len(addrs) < 2 and time.time() < deadline:
-        line = proc.stdout.readline()
-        m = re.match(r"(grpc )?listening on (\S+)", line.strip())
-        if m:
-            addrs["grpc" if m.group(1) else "http"] = m.group(2)
-    assert len(addrs) == 2, f"skein did not start: {addrs}"
-    yield addrs
-    proc.terminate()
-    assert proc.wait(timeout=10) == 0
+    n = skein_node.start("--test-handlers", "--grpc-tokens", TOKEN)
+    yield n
+    skein_node.stop(n)
 
 
 @pytest.fixture()

@@ -3,8 +3,6 @@ cluster-wide effect."""
 
 import json
 import os
-import re
-import subprocess
 import time
 import uuid
 
@@ -12,25 +10,17 @@ import grpc
 import pytest
 import socketio
 
-from test_grpc_api import AUTH, SKEIN, TOKEN, stubs  # noqa: F401  (fixture)
+import skein_node
+from test_grpc_api import AUTH, TOKEN, stubs  # noqa: F401  (fixture)
 
 REDIS = os.environ.get("SKEIN_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 def start_node(key, name):
-    proc = subprocess.Popen(
-        [SKEIN, "--test-handlers", "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0",
-         "--grpc-tokens", TOKEN, "--adapter", "redis", "--redis-url", REDIS, "--redis-key", key,
-         "--node-id", name],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    addrs = {"proc": proc, "name": name}
-    deadline = time.time() + 20
-    while len(addrs) < 4 and time.time() < deadline:
-        m = re.match(r"(grpc )?listening on (\S+)", proc.stdout.readline().strip())
-        if m:
-            addrs["grpc" if m.group(1) else "http"] = m.group(2)
-    assert len(addrs) == 4, f"node {name} did not start"
-    return addrs
+    n = skein_node.start("--test-handlers", "--grpc-tokens", TOKEN, "--adapter", "redis",
+                         "--redis-url", REDIS, "--redis-key", key, "--node-id", name)
+    n["name"] = name
+    return n
 
 
 @pytest.fixture(scope="module")

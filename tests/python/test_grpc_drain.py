@@ -1,34 +1,21 @@
 """SIGTERM drains: gRPC health turns NOT_SERVING at once while the API keeps serving, the
 Socket.IO listener stops accepting, connections close over the drain period, then exit 0."""
 
-import os
-import re
 import signal
 import socket
-import subprocess
 import time
 
 import grpc
 import socketio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SKEIN = os.environ.get("SKEIN_BIN", os.path.join(REPO, "target", "debug", "skein"))
+import skein_node
 
 
 def start():
-    proc = subprocess.Popen(
-        [SKEIN, "--test-handlers", "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0",
-         "--grpc-tokens", "t", "--recovery", "--drain-period", "2500"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    addrs = {}
-    deadline = time.time() + 20
-    while len(addrs) < 2 and time.time() < deadline:
-        m = re.match(r"(grpc )?listening on (\S+)", proc.stdout.readline().strip())
-        if m:
-            addrs["grpc" if m.group(1) else "http"] = m.group(2)
-    assert len(addrs) == 2, f"skein did not start: {addrs}"
-    return proc, addrs
+    n = skein_node.start("--test-handlers", "--grpc-tokens", "t", "--recovery",
+                         "--drain-period", "2500")
+    return n["proc"], n
 
 
 def status(health):

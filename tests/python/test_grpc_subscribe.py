@@ -6,7 +6,6 @@ import json
 import os
 import queue
 import re
-import subprocess
 import threading
 import time
 import urllib.request
@@ -16,7 +15,8 @@ import grpc
 import pytest
 import socketio
 
-from test_grpc_api import SKEIN, TOKEN, stubs  # noqa: F401  (fixture)
+import skein_node
+from test_grpc_api import TOKEN, stubs  # noqa: F401  (fixture)
 
 AUTH = [("authorization", f"Bearer {TOKEN}")]
 REDIS = os.environ.get("SKEIN_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -24,23 +24,10 @@ REDIS = os.environ.get("SKEIN_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 def start_node(*extra):
     """A bare node (no application: every client event goes to the API)."""
-    proc = subprocess.Popen(
-        [SKEIN, "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0", "--grpc-tokens", TOKEN,
-         *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    addrs = {"proc": proc}
-    deadline = time.time() + 20
-    while len(addrs) < 3 and time.time() < deadline:
-        m = re.match(r"(grpc )?listening on (\S+)", proc.stdout.readline().strip())
-        if m:
-            addrs["grpc" if m.group(1) else "http"] = m.group(2)
-    assert len(addrs) == 3, f"skein did not start: {addrs}"
-    return addrs
+    return skein_node.start("--grpc-tokens", TOKEN, *extra)
 
 
-def stop_node(n):
-    n["proc"].terminate()
-    assert n["proc"].wait(timeout=10) == 0
+stop_node = skein_node.stop
 
 
 class Subscriber:

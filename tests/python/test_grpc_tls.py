@@ -1,15 +1,14 @@
 """The gRPC API over TLS, with a certificate made for the test."""
 
 import os
-import re
 import subprocess
 import tempfile
-import time
 
 import grpc
 import pytest
 
-from test_grpc_api import AUTH, SKEIN, TOKEN, stubs  # noqa: F401  (fixture)
+import skein_node
+from test_grpc_api import AUTH, TOKEN, stubs  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +19,9 @@ def tls_node():
                     "-out", cert, "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
                    check=True, capture_output=True)
-    proc = subprocess.Popen(
-        [SKEIN, "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0", "--grpc-tokens", TOKEN,
-         "--grpc-tls-cert", cert, "--grpc-tls-key", key],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    grpc_addr = None
-    deadline = time.time() + 20
-    while grpc_addr is None and time.time() < deadline:
-        m = re.match(r"grpc listening on (\S+)", proc.stdout.readline().strip())
-        if m:
-            grpc_addr = m.group(1)
-    assert grpc_addr, "skein did not start with TLS"
-    yield grpc_addr.replace("127.0.0.1", "localhost"), open(cert, "rb").read()
-    proc.terminate()
-    assert proc.wait(timeout=10) == 0
+    n = skein_node.start("--grpc-tokens", TOKEN, "--grpc-tls-cert", cert, "--grpc-tls-key", key)
+    yield n["grpc"].replace("127.0.0.1", "localhost"), open(cert, "rb").read()
+    skein_node.stop(n)
 
 
 def test_tls_serves_and_plaintext_is_refused(stubs, tls_node):  # noqa: F811

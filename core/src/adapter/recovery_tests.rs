@@ -156,3 +156,25 @@ fn targets_matches_rooms_and_except() {
     assert!(!targets(&rooms, &["b".into()], &[]));
     assert!(!targets(&rooms, &[], &["sid".into()]));
 }
+
+#[test]
+fn the_memory_log_drops_entries_older_than_its_age() {
+    let m = MemoryRecovery::new(RecoveryConfig {
+        log_max_age: Duration::from_millis(30),
+        ..cfg(100)
+    });
+    m.lock().append(&ev(1), &to(&[], &[]));
+    m.lock().append(&ev(2), &to(&[], &[]));
+    std::thread::sleep(Duration::from_millis(60));
+    m.lock().append(&ev(3), &to(&[], &[]));
+    // 1 and 2 aged out just before this client left: it missed 2, which is gone.
+    let left_now = rec("p", &[], now_ms(), false);
+    assert_eq!(
+        replayed(&m, &left_now, Some("1")).unwrap_err(),
+        NotRecovered::LogGap
+    );
+    assert_eq!(
+        replayed(&m, &left_now, Some("2")).unwrap(),
+        vec![("3".into(), 3)]
+    );
+}
