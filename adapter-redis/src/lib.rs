@@ -42,6 +42,13 @@ pub enum RedisAdapterError {
     Unreachable(String),
 }
 
+/// Checks the syntax of a Redis URL without connecting (`skein --check-config`).
+pub fn check_url(url: &str) -> Result<(), RedisAdapterError> {
+    redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| RedisAdapterError::Url(e.to_string()))
+}
+
 /// Options of the Redis adapter, with the reference's defaults.
 #[derive(Debug, Clone)]
 pub struct RedisAdapterConfig {

@@ -14,19 +14,28 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use skein::SocketIo;
 use skein_adapter_redis::{RedisAdapterConfig, RedisAdapterFactory};
 use tokio::net::TcpListener;
 
-use crate::config::{AdapterChoice, Config, Flags};
+use crate::config::{AdapterChoice, Config};
 
 fn main() -> std::process::ExitCode {
-    let flags = Flags::parse();
-    let config = match Config::load(flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("skein: configuration error: {e:#}");
+    let matches = config::options::command().get_matches();
+    let check = matches.get_flag("check_config");
+    let config = match config::load(matches) {
+        Ok(loaded) if check => {
+            print!("{}", loaded.effective);
+            return std::process::ExitCode::SUCCESS;
+        }
+        Ok(loaded) => loaded.config,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("skein: configuration error: {e}");
+            }
+            if check {
+                eprintln!("skein: {} configuration error(s)", errors.0.len());
+            }
             return std::process::ExitCode::from(2);
         }
     };

@@ -85,6 +85,12 @@ fn bad_configuration_is_a_clear_error() {
     fails_with(
         &["--config", f.to_str().unwrap()],
         &[],
+        "port: invalid value \"x\"",
+    );
+    std::fs::write(&f, "port = \n").unwrap();
+    fails_with(
+        &["--config", f.to_str().unwrap()],
+        &[],
         "invalid config file",
     );
     fails_with(
@@ -152,9 +158,11 @@ fn bad_redis_configuration_stops_the_node_clearly() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    // A URL that does not parse is a configuration error (exit 2), found before any
+    // connection is tried.
     let (code, err) = run(&["--redis-url", "not a url"]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("invalid redis URL"), "{err}");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("redis_url: invalid redis URL"), "{err}");
     // Nothing listens on port 1: the node refuses to start alone.
     let (code, err) = run(&["--redis-url", "redis://127.0.0.1:1"]);
     assert_eq!(code, Some(1), "{err}");
@@ -164,4 +172,126 @@ fn bad_redis_configuration_stops_the_node_clearly() {
         &[],
         "unknown adapter \"carrier-pigeon\"",
     );
+}
+
+/// Writes `text` to a fresh file of this test process.
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("skein-cli-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join(name);
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+#[test]
+fn check_config_reports_every_error_at_once() {
+    let f = temp_file("bad.toml", "drain_period = \"long\"\nprot = 1\n");
+    let out = skein()
+        .args(["--check-config", "--config", f.to_str().unwrap()])
+        .args(["--adapter", "carrier-pigeon"])
+        .args([
+            "--grpc-port",
+            "50051",
+            "--grpc-tokens-file",
+            "/nonexistent/tokens",
+        ])
+        .env("SKEIN_REDIS_URL", "redis://:pw@[bad")
+        .output()
+        .expect("skein runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty(), "nothing printed as valid");
+    for needle in [
+        "unknown adapter \"carrier-pigeon\" (expected memory, redis or redis-streams) (from --adapter)",
+        "grpc_tokens_file: cannot read /nonexistent/tokens",
+        "grpc_port needs at least one token",
+        "drain_period: invalid value \"long\"",
+        "unknown field `prot`",
+    ] {
+        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    }
+    assert!(err.contains("5 configuration error(s)"), "{err}");
+    // With a Redis adapter, the URL is checked too (syntax only).
+    let out = skein()
+        .args(["--check-config", "--adapter", "redis-streams"])
+        .env("SKEIN_REDIS_URL", "http://example.com")
+        .output()
+        .expect("skein runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("redis_url: invalid redis URL") && err.contains("(from SKEIN_REDIS_URL)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_without_starting() {
+    let tokens = temp_file("tokens", "# app servers\nfirst-token\nsecond-token\n");
+    let f = temp_file("ok.toml", "port = 1\nlog_format = \"json\"\n");
+    let started = Instant::now();
+    // Port 1 is privileged and nothing listens on redis port 1: the check neither
+    // binds nor connects, so it still succeeds.
+    let out = skein()
+        .args(["--check-config", "--config", f.to_str().unwrap()])
+        .args([
+            "--adapter",
+            "redis-streams",
+            "--redis-url",
+            "redis://:hunter2@127.0.0.1:1",
+        ])
+        .args([
+            "--grpc-port",
+            "50051",
+            "--grpc-tokens-file",
+            tokens.to_str().unwrap(),
+        ])
+        .env("SKEIN_DRAIN_PERIOD", "2500")
+        .output()
+        .expect("skein runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    for line in [
+        "port = 1  # file ",
+        "drain_period = 2500  # SKEIN_DRAIN_PERIOD",
+        "adapter = \"redis-streams\"  # --adapter",
+        "redis_url = \"redis://:<redacted>@127.0.0.1:1\"  # --redis-url",
+        "grpc_tokens = [\"<redacted>\", \"<redacted>\"]",
+        "recovery = true  # default",
+        "ping_interval = 25000  # default",
+    ] {
+        assert!(stdout.contains(line), "expected {line:?} in:\n{stdout}");
+    }
+    for secret in ["hunter2", "first-token", "second-token"] {
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
+    }
+    assert!(!stdout.contains("listening on"), "{stdout}");
+}
+
+#[test]
+fn a_start_reads_the_token_file_and_refuses_a_missing_one() {
+    let out = skein()
+        .args(["--host", "127.0.0.1", "--port", "0", "--grpc-port", "0"])
+        .args(["--grpc-tokens-file", "/nonexistent/skein/grpc-tokens"])
+        .output()
+        .expect("skein runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("grpc_tokens_file: cannot read /nonexistent/skein/grpc-tokens"),
+        "{err}"
+    );
+    let tokens = temp_file("start-tokens", "only-token\n");
+    let mut c = skein();
+    c.args(["--host", "127.0.0.1", "--port", "0", "--grpc-port", "0"])
+        .args(["--grpc-tokens-file", tokens.to_str().unwrap()]);
+    let (mut child, _) = start(c);
+    let _ = child.kill();
+    let _ = child.wait();
 }
