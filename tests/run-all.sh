@@ -29,6 +29,19 @@ python3 -m pip install -q --disable-pip-version-check -r tests/python/requiremen
 (cd node/demo && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/js && SKEIN_BIN="$PWD/../../target/debug/skein" SKEIN_REQUIRE_BROWSER=1 SKEIN_REQUIRE_PYTHON=1 timeout 1200 npm test)
 
+step "deploy: manifests (kustomize, kubernetes-validate --strict, invariants, skein --check-config)"
+# kubernetes-validate is pinned: its version fixes the Kubernetes version (1.37) the
+# manifests are validated against. The Gateway API route is checked against the
+# schemas of @kubernetes-models/gateway-api (tests/js, installed above).
+python3 -m pip install -q --disable-pip-version-check -r tests/deploy/requirements.txt
+SKEIN_BIN="$PWD/target/debug/skein" timeout 300 python3 -m pytest -q tests/deploy
+
+step "deploy: the local rehearsal command (redis-streams, rolling restart)"
+# The rolling-restart test on both adapters ran in the npm suite above
+# (deploy-rehearsal.test.mjs); this runs the command people use, end to end.
+(cd deploy/local && npm ci --no-audit --no-fund --loglevel=error)
+SKEIN_BIN="$PWD/target/debug/skein" timeout 300 deploy/local/rehearse.sh redis-streams --drain-period 3000
+
 step "gRPC API from Python (stubs generated from proto/ at test time)"
 SKEIN_BIN="$PWD/target/debug/skein" timeout 300 python3 -m pytest -q tests/python
 

@@ -59,4 +59,10 @@ fi
 if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   log "installing haproxy"; apt_install haproxy
 fi
-log "redis, nats, node $(node --version), chromium and haproxy are ready"
+# The deploy tests render deploy/ with kubectl's built-in kustomize. kubectl is not in
+# Debian's archive: it comes with the machine image; say so clearly when it is missing.
+if ! command -v kubectl >/dev/null; then
+  log "kubectl is missing: the deploy tests need kubectl (with built-in kustomize) on PATH"
+  exit 1
+fi
+log "redis, nats, node $(node --version), chromium, haproxy and kubectl are ready"
