@@ -62,9 +62,11 @@ try {
       code = 1;
       for (const p of report.problems) log(`PROBLEM: ${p}`);
     } else {
-      log(adapter === "redis-streams"
-        ? "OK: every client kept its session and got every message once, in order"
-        : "OK: every client came back and the chat works across the new nodes (no recovery with this adapter)");
+      log({
+        "redis-streams": "OK: every client kept its session and got every message once, in order",
+        redis: "OK: every client came back and the chat works across the new nodes (pub/sub keeps no session)",
+        memory: "OK: every client came back to the new node (an in-memory session does not survive its node)",
+      }[adapter]);
     }
   }
   const hold = Number(values.hold);
