@@ -76,7 +76,7 @@ class Pod:
     def __init__(self, docs: list[dict], dep: dict, secret_env: dict[str, str] | None = None):
         self.root = Path(tempfile.mkdtemp(prefix="skein-pod-"))
         self.docs = docs
-        spec = dep["spec"]["template"]["spec"]
+        spec = self.spec = dep["spec"]["template"]["spec"]
         self.container = skein_container(dep)
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         self.mounts = {}
@@ -107,8 +107,29 @@ class Pod:
                 return str(target) + value[len(mount.rstrip("/")):]
         return value
 
+    def _service_links(self) -> dict[str, str]:
+        """The Docker-link variables the kubelet gives a pod for every Service of its
+        namespace unless `enableServiceLinks: false`: Service `skein-grpc` yields
+        SKEIN_GRPC_PORT=tcp://10.0.0.10:50051, which skein would read as --grpc-port."""
+        env = {}
+        for i, svc in enumerate(by_kind(self.docs, "Service")):
+            name = svc["metadata"]["name"].upper().replace("-", "_")
+            ip = f"10.0.0.{10 + i}"
+            ports = svc["spec"]["ports"]
+            env[f"{name}_SERVICE_HOST"] = ip
+            env[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
+            env[f"{name}_PORT"] = f"tcp://{ip}:{ports[0]['port']}"
+            for p in ports:
+                proto = p.get("protocol", "TCP")
+                base = f"{name}_PORT_{p['port']}_{proto}"
+                env.update({base: f"{proto.lower()}://{ip}:{p['port']}", f"{base}_PROTO": proto.lower(),
+                            f"{base}_PORT": str(p["port"]), f"{base}_ADDR": ip})
+        return env
+
     def _env(self, secret_env: dict[str, str]) -> dict[str, str]:
         env = {}
+        if self.spec.get("enableServiceLinks", True):
+            env.update(self._service_links())
         for src in self.container.get("envFrom", []):
             if "configMapRef" in src:
                 env.update(one(self.docs, "ConfigMap", src["configMapRef"]["name"]).get("data", {}))

@@ -123,6 +123,20 @@ def test_each_pod_configuration_passes_check_config(ov):
     assert e["log_format"] == "json"
 
 
+def test_service_links_are_off(ov):
+    """Docker-link variables of Services skein and skein-grpc (SKEIN_PORT=tcp://...)
+    would be read as skein options; Pod emulates them, so with links on, the
+    --check-config of every overlay fails, and this says why."""
+    assert ov.pod_spec.get("enableServiceLinks") is False
+    links = Pod(ov.docs, {**ov.dep, "spec": {**ov.dep["spec"], "template": {
+        **ov.dep["spec"]["template"], "spec": {**ov.pod_spec, "enableServiceLinks": True}}}})
+    try:
+        bad = links.check_config()
+    finally:
+        links.close()
+    assert bad.returncode == 2 and "(from SKEIN_PORT)" in bad.stderr, bad.stderr
+
+
 def test_no_unknown_option_or_variable(ov):
     known = known_env_vars()
     names = [e["name"] for e in ov.c.get("env", [])] + list(ov.pod.env)
