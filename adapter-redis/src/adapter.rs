@@ -82,6 +82,18 @@ impl RedisAdapter {
         }
     }
 
+    /// The channels and patterns of this namespace.
+    fn subscriptions(&self) -> (Vec<String>, Vec<String>) {
+        (
+            vec![
+                self.ch.request.clone(),
+                self.ch.response.clone(),
+                self.ch.own_response.clone(),
+            ],
+            vec![format!("{}*", self.ch.broadcast)],
+        )
+    }
+
     pub(crate) fn packet_mp(&self, packet: &EventPacket) -> Mp {
         Mp::Map(vec![
             (Mp::from("type"), Mp::from(2)),
@@ -116,6 +128,9 @@ impl RedisAdapter {
         body["requestId"] = json!(id);
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.pending.lock().insert(id.clone(), tx);
+        // The nodes asked are those alive now: one that hangs meanwhile (SIGSTOP) stops
+        // heartbeating, but it is still the node that did not answer, by name.
+        let asked = self.shared.live_peers();
         self.publish_json(&self.ch.request, &body);
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + self.shared.timeout;
@@ -129,7 +144,7 @@ impl RedisAdapter {
             }
         }
         self.pending.lock().remove(&id);
-        let missing = self.missing(&got, expected);
+        let missing = self.missing(&got, expected, asked);
         if !missing.is_empty() {
             tracing::warn!(
                 nsp = self.local.nsp(),
@@ -140,11 +155,10 @@ impl RedisAdapter {
         (got, missing)
     }
 
-    fn missing(&self, got: &[Response], expected: usize) -> Vec<String> {
+    /// The peers `asked` that did not answer, plus unnamed (Node) nodes that did not.
+    fn missing(&self, got: &[Response], expected: usize, asked: Vec<String>) -> Vec<String> {
         let answered: Vec<&str> = got.iter().filter_map(|r| r.uid.as_deref()).collect();
-        let mut missing: Vec<String> = self
-            .shared
-            .live_peers()
+        let mut missing: Vec<String> = asked
             .into_iter()
             .filter(|p| !answered.contains(&p.as_str()))
             .collect();
@@ -172,22 +186,20 @@ impl Adapter for RedisAdapter {
     }
 
     async fn init(&self) -> Result<(), AdapterError> {
+        let (channels, patterns) = self.subscriptions();
         self.shared
             .driver
-            .subscribe(
-                vec![
-                    self.ch.request.clone(),
-                    self.ch.response.clone(),
-                    self.ch.own_response.clone(),
-                ],
-                vec![format!("{}*", self.ch.broadcast)],
-            )
+            .subscribe(channels, patterns)
             .await
             .map_err(|e| AdapterError::Unavailable(e.to_string()))
     }
 
+    /// The namespace is gone (the server stops, or an empty child namespace was removed):
+    /// its channels are dropped. The node's goodbye is the factory's, once.
     async fn close(&self) {
-        self.shared.beat("bye");
+        self.shared.forget(self.local.nsp(), self);
+        let (channels, patterns) = self.subscriptions();
+        self.shared.driver.unsubscribe(channels, patterns).await;
     }
 
     async fn session_alive(&self, rec: &SessionRecord) -> bool {
@@ -412,6 +424,7 @@ impl Adapter for RedisAdapter {
         let id = crate::random_id(12);
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.pending.lock().insert(id.clone(), tx);
+        let asked = self.shared.live_peers();
         let body = self.server_emit_body(&packet, Some(&id));
         self.shared.driver.publish(self.ch.request.clone(), body);
         let mut got = Vec::new();
@@ -424,7 +437,7 @@ impl Adapter for RedisAdapter {
             }
         }
         self.pending.lock().remove(&id);
-        let missing = self.missing(&got, others);
+        let missing = self.missing(&got, others, asked);
         let items = got
             .into_iter()
             .map(|r| Data {

@@ -1,14 +1,23 @@
 //! The pub/sub seam: the adapter's routing logic talks to a [`Driver`], so it can be
 //! tested with an in-process stub; [`RedisDriver`] is the real one.
 //!
-//! The Redis driver keeps two connections: a `ConnectionManager` for commands, fed by an
-//! ordered publisher task that pipelines what is queued, and a subscriber connection
-//! that is re-established with backoff (and every subscription replayed) when it drops.
-//! While Redis is unreachable the node keeps serving its local clients; messages that
-//! cannot cross nodes are counted, and the outage is logged once when it starts and
-//! once when it ends.
+//! The Redis driver keeps three connections: a `ConnectionManager` for commands, another
+//! one for the ordered publisher task that pipelines what is queued, and a subscriber
+//! connection that is re-established with backoff (and every subscription replayed) when
+//! it drops. While Redis is unreachable the node keeps serving its local clients; what
+//! cannot cross nodes is counted, and the outage is logged once when it starts and once
+//! when it ends.
+//!
+//! Counting what was not delivered: `PUBLISH` answers how many subscribers received the
+//! message, and every node (this one included) subscribes to every channel it is sent on,
+//! so a message that reached fewer than the live nodes missed the others (typically: after
+//! a Redis restart, before they subscribed again). The publisher has no response timeout:
+//! a Redis that is stopped (SIGSTOP) or slow delivers the queued messages when it resumes,
+//! so they are not counted as lost; only a connection error, a stall longer than
+//! [`STALL_LIMIT`] or a full queue is. A stall longer than [`STALL_DOWN`] shows as an
+//! outage on `/metrics` meanwhile.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +31,24 @@ use crate::RedisAdapterError;
 
 /// Handles one message from a subscription: (channel, payload).
 pub type OnMessage = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
+/// How many other nodes are alive now: each published message should reach all of them.
+pub type PeerCount = Arc<dyn Fn() -> usize + Send + Sync>;
+
+/// A publish pipeline in flight this long shows as an outage (`backend_up` 0).
+pub const STALL_DOWN: Duration = Duration::from_secs(2);
+/// A publish pipeline in flight this long is given up and its messages counted as lost.
+pub const STALL_LIMIT: Duration = Duration::from_secs(15);
 
 /// What the adapter needs from a pub/sub backend.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
     /// Queues a message; messages are published in the order queued. Never blocks.
     fn publish(&self, channel: String, payload: Vec<u8>);
+    /// Like [`Driver::publish`], for housekeeping (heartbeats): a loss is not counted in
+    /// `undelivered`, which tells operators what application traffic did not cross.
+    fn publish_uncounted(&self, channel: String, payload: Vec<u8>) {
+        self.publish(channel, payload)
+    }
     /// How many connections subscribe to `channel` (how the reference counts nodes).
     async fn num_sub(&self, channel: &str) -> Result<usize, RedisAdapterError>;
     /// Adds subscriptions, kept across reconnections.
@@ -36,25 +57,37 @@ pub trait Driver: Send + Sync + 'static {
         channels: Vec<String>,
         patterns: Vec<String>,
     ) -> Result<(), RedisAdapterError>;
+    /// Drops subscriptions (a namespace was removed).
+    async fn unsubscribe(&self, channels: Vec<String>, patterns: Vec<String>);
 }
 
 /// Outage bookkeeping shared by the publisher and the subscriber.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// Messages that could not be published (they did not reach the other nodes).
+    /// Deliveries to other nodes that did not happen: one per message and node missed.
     pub undelivered: AtomicU64,
-    down: AtomicBool,
+    /// The publisher cannot reach Redis: messages are counted as lost at once, until a
+    /// probe gets an answer again.
+    publish_down: AtomicBool,
+    /// This node's own subscription is live (it receives what it publishes, so it counts
+    /// among the receivers `PUBLISH` reports).
+    subscribed: AtomicBool,
+    /// Unix ms when the publish pipeline now in flight was sent (0: none).
+    inflight_since: AtomicU64,
+    /// An outage was logged and its end was not yet.
+    logged: AtomicBool,
 }
 
 impl Health {
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
-        if !self.down.swap(true, Ordering::AcqRel) {
+        if !self.logged.swap(true, Ordering::AcqRel) {
             tracing::warn!(error = %e, "redis unreachable ({what}); serving local clients only until it returns");
         }
     }
 
+    /// One side works again; the end of the outage is logged once both do.
     fn ok(&self) {
-        if self.down.swap(false, Ordering::AcqRel) {
+        if !self.is_down() && self.logged.swap(false, Ordering::AcqRel) {
             tracing::info!(
                 undelivered_total = self.undelivered.load(Ordering::Relaxed),
                 "redis reachable again"
@@ -62,55 +95,124 @@ impl Health {
         }
     }
 
+    /// Redis is unreachable, this node's subscription is not live, or Redis has not
+    /// answered a publish for [`STALL_DOWN`].
     pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Acquire)
+        let since = self.inflight_since.load(Ordering::Acquire);
+        self.publish_down.load(Ordering::Acquire)
+            || !self.subscribed.load(Ordering::Acquire)
+            || (since != 0 && now_ms().saturating_sub(since) >= STALL_DOWN.as_millis() as u64)
+    }
+
+    /// Counts `n` deliveries that did not happen.
+    pub fn lost(&self, n: u64, why: &'static str) {
+        if n > 0 {
+            tracing::debug!(n, why, "deliveries to other nodes lost");
+            self.undelivered.fetch_add(n, Ordering::Relaxed);
+        }
     }
 }
 
+fn now_ms() -> u64 {
+    skein::adapter::recovery::now_ms()
+}
+
+/// Subscriptions, counted: a namespace removed and created again at once (a dynamic
+/// child) holds the same channels twice for a moment, and only the last release
+/// unsubscribes. Changed only under the sink lock, so that the wire follows the counts.
 #[derive(Default)]
 struct Subs {
-    channels: BTreeSet<String>,
-    patterns: BTreeSet<String>,
+    channels: BTreeMap<String, usize>,
+    patterns: BTreeMap<String, usize>,
+}
+
+/// Counts one more holder of each name; returns the names that were not held.
+fn hold(map: &mut BTreeMap<String, usize>, names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| {
+            let c = map.entry(n.clone()).or_default();
+            *c += 1;
+            *c == 1
+        })
+        .collect()
+}
+
+/// Counts one holder less of each name; returns the names no longer held.
+fn release(map: &mut BTreeMap<String, usize>, names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| match map.get_mut(n) {
+            Some(c) if *c > 1 => {
+                *c -= 1;
+                false
+            }
+            Some(_) => {
+                map.remove(n);
+                true
+            }
+            None => false,
+        })
+        .collect()
 }
 
 /// The Redis driver.
 pub struct RedisDriver {
-    tx: mpsc::Sender<(String, Vec<u8>)>,
+    tx: mpsc::Sender<Outgoing>,
     cmd: ConnectionManager,
     subs: parking_lot::Mutex<Subs>,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     pub health: Arc<Health>,
+    peers: PeerCount,
 }
+
+/// A message to publish: channel, payload, and whether a loss counts as undelivered.
+type Outgoing = (String, Vec<u8>, bool);
 
 /// Messages queued for publishing beyond which new ones are dropped (and counted).
 const PUBLISH_QUEUE: usize = 65_536;
 
 impl RedisDriver {
     /// Connects (failing fast on a bad URL or an unreachable server) and starts the
-    /// publisher and subscriber tasks.
-    pub async fn connect(url: &str, on_message: OnMessage) -> Result<Arc<Self>, RedisAdapterError> {
+    /// publisher and subscriber tasks. `peers` says how many other nodes each published
+    /// message should reach.
+    pub async fn connect(
+        url: &str,
+        on_message: OnMessage,
+        peers: PeerCount,
+    ) -> Result<Arc<Self>, RedisAdapterError> {
         let client = redis::Client::open(url).map_err(|e| RedisAdapterError::Url(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let cmd = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| RedisAdapterError::Unreachable(format!("{url}: timed out")))?
-        .map_err(|e| RedisAdapterError::Unreachable(format!("{url}: {e}")))?;
+        let manager = |config: ConnectionManagerConfig| {
+            let client = client.clone();
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client.get_connection_manager_with_config(config),
+                )
+                .await
+                .map_err(|_| RedisAdapterError::Unreachable(format!("{url}: timed out")))?
+                .map_err(|e| RedisAdapterError::Unreachable(format!("{url}: {e}")))
+            }
+        };
+        let cmd = manager(config.clone()).await?;
+        // No response timeout for publishing: a timed-out PUBLISH may still be delivered
+        // (Redis resumes after a pause), so the publisher bounds the wait itself.
+        let publish = manager(config.set_response_timeout(None)).await?;
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
         let driver = Arc::new(RedisDriver {
             tx,
-            cmd: cmd.clone(),
+            cmd,
             subs: parking_lot::Mutex::new(Subs::default()),
             sink: tokio::sync::Mutex::new(None),
             health: Arc::new(Health::default()),
+            peers,
         });
-        tokio::spawn(publisher(rx, cmd, driver.health.clone()));
+        tokio::spawn(publisher(rx, publish, Arc::downgrade(&driver)));
         tokio::spawn(subscriber(client, Arc::downgrade(&driver), on_message));
         Ok(driver)
     }
@@ -118,9 +220,12 @@ impl RedisDriver {
     /// (Re)subscribes everything on a fresh subscriber connection.
     async fn attach(&self, mut sink: PubSubSink) -> redis::RedisResult<()> {
         let mut guard = self.sink.lock().await;
-        let (channels, patterns) = {
+        let (channels, patterns): (Vec<String>, Vec<String>) = {
             let s = self.subs.lock();
-            (s.channels.clone(), s.patterns.clone())
+            (
+                s.channels.keys().cloned().collect(),
+                s.patterns.keys().cloned().collect(),
+            )
         };
         for c in channels {
             sink.subscribe(c).await?;
@@ -136,9 +241,15 @@ impl RedisDriver {
 #[async_trait]
 impl Driver for RedisDriver {
     fn publish(&self, channel: String, payload: Vec<u8>) {
-        if self.tx.try_send((channel, payload)).is_err() {
-            self.health.undelivered.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send((channel, payload, true)).is_err() {
+            // Queue full (Redis stalled for long): the message reaches no other node.
+            self.health
+                .lost((self.peers)() as u64, "publish queue full");
         }
+    }
+
+    fn publish_uncounted(&self, channel: String, payload: Vec<u8>) {
+        let _ = self.tx.try_send((channel, payload, false));
     }
 
     async fn num_sub(&self, channel: &str) -> Result<usize, RedisAdapterError> {
@@ -157,12 +268,14 @@ impl Driver for RedisDriver {
         channels: Vec<String>,
         patterns: Vec<String>,
     ) -> Result<(), RedisAdapterError> {
-        {
-            let mut s = self.subs.lock();
-            s.channels.extend(channels.iter().cloned());
-            s.patterns.extend(patterns.iter().cloned());
-        }
         let mut guard = self.sink.lock().await;
+        let (channels, patterns) = {
+            let mut s = self.subs.lock();
+            (
+                hold(&mut s.channels, channels),
+                hold(&mut s.patterns, patterns),
+            )
+        };
         if let Some(sink) = guard.as_mut() {
             // Broadcast patterns first: they carry the traffic a new namespace's first
             // client is waiting for.
@@ -180,30 +293,121 @@ impl Driver for RedisDriver {
         // Without a connection, the subscriber replays these when it reconnects.
         Ok(())
     }
+
+    async fn unsubscribe(&self, channels: Vec<String>, patterns: Vec<String>) {
+        let mut guard = self.sink.lock().await;
+        let (channels, patterns) = {
+            let mut s = self.subs.lock();
+            (
+                release(&mut s.channels, channels),
+                release(&mut s.patterns, patterns),
+            )
+        };
+        if let Some(sink) = guard.as_mut() {
+            // Best effort: a connection that drops now comes back without them anyway.
+            for p in patterns {
+                let _ = sink.punsubscribe(p).await;
+            }
+            for c in channels {
+                let _ = sink.unsubscribe(c).await;
+            }
+        }
+    }
 }
 
 async fn publisher(
-    mut rx: mpsc::Receiver<(String, Vec<u8>)>,
+    mut rx: mpsc::Receiver<Outgoing>,
     mut conn: ConnectionManager,
-    health: Arc<Health>,
+    driver: std::sync::Weak<RedisDriver>,
 ) {
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        let mut pipe = redis::pipe();
-        for (c, p) in &batch {
-            pipe.cmd("PUBLISH").arg(c).arg(p).ignore();
+        let Some(d) = driver.upgrade() else { return };
+        let health = d.health.clone();
+        let counted = batch.iter().filter(|m| m.2).count() as u64;
+        if health.publish_down.load(Ordering::Acquire) {
+            // Redis is away (a probe is waiting for it): fail fast rather than queue
+            // stale messages, and count them.
+            health.lost((d.peers)() as u64 * counted, "redis away");
+            batch.clear();
+            continue;
         }
-        match pipe.query_async::<()>(&mut conn).await {
-            Ok(()) => health.ok(),
-            Err(e) => {
-                health
-                    .undelivered
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                health.failed("publish", &e);
+        let mut pipe = redis::pipe();
+        for (c, p, _) in &batch {
+            pipe.cmd("PUBLISH").arg(c).arg(p);
+        }
+        // Whether this node receives its own messages may change while they are out: it
+        // counts as a receiver only if it was subscribed both before and after.
+        let self_before = health.subscribed.load(Ordering::Acquire);
+        health.inflight_since.store(now_ms(), Ordering::Release);
+        let mut res =
+            tokio::time::timeout(STALL_LIMIT, pipe.query_async::<Vec<u64>>(&mut conn)).await;
+        // A connection that Redis closed (CLIENT KILL, a restart) fails on its first use
+        // after that with a broken pipe: nothing was sent, and the manager has connected
+        // again, so the batch goes out once more.
+        let mut retry = Duration::from_millis(10);
+        while matches!(&res, Ok(Err(e)) if is_broken_pipe(e)) && retry < Duration::from_millis(200)
+        {
+            tokio::time::sleep(retry).await;
+            retry *= 2;
+            res = tokio::time::timeout(STALL_LIMIT, pipe.query_async::<Vec<u64>>(&mut conn)).await;
+        }
+        health.inflight_since.store(0, Ordering::Release);
+        // Counted after the answer: the peers known then are those that should have it.
+        let peers = (d.peers)() as u64;
+        let expected = peers + u64::from(self_before && health.subscribed.load(Ordering::Acquire));
+        match res {
+            Ok(Ok(received)) => {
+                health.ok();
+                let missed = received
+                    .iter()
+                    .zip(&batch)
+                    .filter(|(_, m)| m.2)
+                    .map(|(r, _)| expected.saturating_sub(*r));
+                health.lost(missed.sum(), "fewer receivers than live nodes");
+            }
+            Ok(Err(e)) => {
+                health.lost(peers * counted, "publish failed");
+                go_down(&health, &conn, &e);
+            }
+            Err(_) => {
+                health.lost(peers * counted, "publish stalled");
+                go_down(&health, &conn, &"no answer within the stall limit");
             }
         }
         batch.clear();
     }
+}
+
+fn is_broken_pipe(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Io
+        && (std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || e.to_string().contains("broken pipe"))
+}
+
+/// Marks publishing down and probes Redis with backoff until it answers; meanwhile
+/// messages are counted as lost instead of being queued behind a dead connection.
+fn go_down(health: &Arc<Health>, conn: &ConnectionManager, e: &dyn std::fmt::Display) {
+    health.failed("publish", e);
+    if health.publish_down.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (health, mut conn) = (health.clone(), conn.clone());
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            tokio::time::sleep(backoff).await;
+            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            if pong.is_ok() {
+                health.publish_down.store(false, Ordering::Release);
+                health.ok();
+                return;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    });
 }
 
 async fn subscriber(
@@ -221,11 +425,13 @@ async fn subscriber(
                 match d.attach(sink).await {
                     Ok(()) => {
                         backoff = Duration::from_millis(100);
+                        health.subscribed.store(true, Ordering::Release);
                         health.ok();
                         drop(d);
                         while let Some(msg) = stream.next().await {
                             on_message(msg.get_channel_name(), msg.get_payload_bytes());
                         }
+                        health.subscribed.store(false, Ordering::Release);
                         let Some(d) = driver.upgrade() else { return };
                         *d.sink.lock().await = None;
                         health.failed("subscription lost", &"connection closed");

@@ -133,6 +133,17 @@ impl Shared {
         }
     }
 
+    /// Forgets a namespace's adapter, unless a new one took its name meanwhile.
+    pub(crate) fn forget(&self, nsp: &str, adapter: &RedisAdapter) {
+        let mut map = self.adapters.write();
+        if map
+            .get(nsp)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), adapter))
+        {
+            map.remove(nsp);
+        }
+    }
+
     /// The adapter of a namespace, without keeping it alive.
     pub fn adapter_handle(&self, nsp: &str) -> Weak<RedisAdapter> {
         self.adapters.read().get(nsp).cloned().unwrap_or_default()
@@ -150,7 +161,7 @@ impl Shared {
     fn beat(&self, kind: &str) {
         let msg = json!({ "uid": self.uid, "type": kind }).to_string();
         self.driver
-            .publish(self.heartbeat_channel.clone(), msg.into_bytes());
+            .publish_uncounted(self.heartbeat_channel.clone(), msg.into_bytes());
     }
 }
 
@@ -181,7 +192,14 @@ impl RedisAdapterFactory {
                 shared.route(channel, payload);
             }
         });
-        let driver = RedisDriver::connect(&config.url, on_message).await?;
+        let peers_slot = slot.clone();
+        let peers: driver::PeerCount = Arc::new(move || {
+            peers_slot
+                .get()
+                .and_then(Weak::upgrade)
+                .map_or(0, |s| s.live_peers().len())
+        });
+        let driver = RedisDriver::connect(&config.url, on_message, peers).await?;
         let health = driver.health.clone();
         let factory = Self::with_driver(config, driver);
         let _ = slot.set(Arc::downgrade(&factory.shared));
@@ -245,15 +263,27 @@ impl RedisAdapterFactory {
         self.shared.live_peers()
     }
 
-    /// Messages that could not reach the other nodes (Redis unreachable or saturated).
+    /// Deliveries to other nodes that did not happen (Redis unreachable or saturated, or
+    /// a node not subscribed when a message was published): one per message and node.
     pub fn undelivered(&self) -> u64 {
-        self.health.as_ref().map_or(0, |h| {
-            h.undelivered.load(std::sync::atomic::Ordering::Relaxed)
-        })
+        use std::sync::atomic::Ordering::Relaxed;
+        let pubsub = self
+            .health
+            .as_ref()
+            .map_or(0, |h| h.undelivered.load(Relaxed));
+        let stream = self
+            .shared
+            .streams
+            .get()
+            .map_or(0, |l| l.stats.lost.load(Relaxed));
+        pubsub + stream
     }
 
+    /// Redis is not usable now: unreachable, not answering, or (streams mode) the stream
+    /// is not being written or read.
     pub fn redis_down(&self) -> bool {
         self.health.as_ref().is_some_and(|h| h.is_down())
+            || self.shared.streams.get().is_some_and(|l| l.is_down())
     }
 
     /// Switches to streams mode (see [`streams`]): broadcasts through the stream, and
@@ -270,11 +300,16 @@ impl RedisAdapterFactory {
             Arc::downgrade(&self.shared),
         )
         .await?;
-        let _ = self.shared.streams.set(log);
+        let _ = self.shared.streams.set(log.clone());
         let weak = Arc::downgrade(&self.shared);
+        let resync = log.resync.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(streams::KEEPALIVE).await;
+                // Also at once when Redis comes back: it may have lost every session.
+                tokio::select! {
+                    _ = tokio::time::sleep(streams::KEEPALIVE) => {}
+                    _ = resync.notified() => {}
+                }
                 let Some(s) = weak.upgrade() else { return };
                 let Some(log) = s.streams.get().cloned() else {
                     return;
@@ -288,7 +323,8 @@ impl RedisAdapterFactory {
                     .collect();
                 for a in adapters {
                     for rec in a.local.session_records() {
-                        skein::adapter::SessionStore::save(&*log, &rec);
+                        // A refresh: no packet waits for it.
+                        let _ = skein::adapter::SessionStore::save(&*log, &rec);
                     }
                 }
             }
@@ -296,10 +332,11 @@ impl RedisAdapterFactory {
         Ok(())
     }
 
-    /// Streams mode: commands dropped because Redis stayed away too long.
-    pub fn streams_dropped(&self) -> u64 {
+    /// Streams mode: broadcasts delivered on this node only, because they could not be
+    /// logged (Redis away, or the write queue full).
+    pub fn streams_unlogged(&self) -> u64 {
         self.shared.streams.get().map_or(0, |l| {
-            l.dropped.load(std::sync::atomic::Ordering::Relaxed) as u64
+            l.stats.unlogged.load(std::sync::atomic::Ordering::Relaxed)
         })
     }
 

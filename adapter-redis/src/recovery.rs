@@ -54,7 +54,12 @@ impl RedisAdapter {
 
     /// Streams mode: logs a socket-management message for the other nodes (true), unless
     /// it is local-only.
-    pub(crate) fn to_stream(&self, kind: &str, opts: &BroadcastOptions, mut data: Value) -> bool {
+    pub(crate) fn to_stream(
+        &self,
+        kind: &'static str,
+        opts: &BroadcastOptions,
+        mut data: Value,
+    ) -> bool {
         let Some(log) = self.shared.streams.get() else {
             return false;
         };

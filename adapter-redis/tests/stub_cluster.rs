@@ -83,6 +83,11 @@ impl Driver for StubDriver {
         self.patterns.lock().extend(patterns);
         Ok(())
     }
+
+    async fn unsubscribe(&self, channels: Vec<String>, patterns: Vec<String>) {
+        self.channels.lock().retain(|c| !channels.contains(c));
+        self.patterns.lock().retain(|p| !patterns.contains(p));
+    }
 }
 
 struct Node {

@@ -16,6 +16,12 @@
 //! - a replay runs inside the reader, between two reads: the missed packets are those up
 //!   to the reader's position, and everything after is delivered live, once.
 //!
+//! When Redis goes away (`writer` and `reader` have the details): the reader reconnects
+//! with backoff and resumes after the last entry it delivered; the writer retries, then
+//! delivers broadcasts to this node's clients without logging them, so local clients
+//! keep being served; those broadcasts make a *gap*, recorded in Redis when it returns,
+//! and a recovery that would pass over a gap is refused instead.
+//!
 //! `sockets_join`, `sockets_leave` and `disconnect_sockets` go through the stream too, as
 //! in the Node adapter, so they apply in order with the broadcasts on every node (Node's
 //! included). Requests that wait for answers (fetch_sockets, server-side emits,
@@ -24,7 +30,6 @@
 //! nodes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -37,7 +42,7 @@ use serde_json::{json, Value};
 use skein::adapter::recovery::{gap_is_safe, targets, with_offset};
 use skein::adapter::{
     AdapterError, Attach, BroadcastOptions, EventPacket, LoggedPacket, NotRecovered, Room,
-    SessionRecord, SessionStore,
+    SessionRecord, SessionStore, Written,
 };
 use skein::Data;
 use tokio::sync::{mpsc, oneshot};
@@ -49,14 +54,15 @@ mod format;
 mod reader;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use format::{decode_session, encode_session, entries};
 use reader::read_loop;
+pub(crate) use writer::Stats;
+use writer::{write_loop, Queue, Queued, SessionCmd};
 
 /// How often a node rewrites the sessions of its connected sockets.
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
-/// Commands queued while Redis is unreachable before new ones are dropped (and counted).
-const MAX_QUEUED: usize = 200_000;
 const BROADCAST: &str = "3";
 
 /// Writes a session unless another socket instance owns it: the owner is kept beside the
@@ -126,12 +132,16 @@ struct Replay {
 pub(crate) struct StreamLog {
     cfg: StreamsConfig,
     uid: String,
-    writer: mpsc::UnboundedSender<redis::Cmd>,
-    queued: Arc<AtomicUsize>,
-    pub(crate) dropped: Arc<AtomicUsize>,
+    queue: Queue,
+    pub(crate) stats: Stats,
     conn: ConnectionManager,
     replays: mpsc::UnboundedSender<Replay>,
     position: Mutex<String>,
+    /// The node's adapters, to deliver what could not be logged.
+    shared: Weak<Shared>,
+    /// Redis answers again after an outage: the sessions of the connected sockets are
+    /// written again at once (a restarted Redis without persistence lost them).
+    pub(crate) resync: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for StreamLog {
@@ -155,10 +165,7 @@ impl StreamLog {
             .await
             .map_err(unreachable)?;
         // The reader blocks in XREAD: it gets a connection of its own.
-        let mut reader = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(unreachable)?;
+        let mut reader = reader::connect(&client).await.map_err(unreachable)?;
         let last: RValue = redis::cmd("XREVRANGE")
             .arg(&cfg.stream)
             .arg("+")
@@ -172,30 +179,39 @@ impl StreamLog {
             .first()
             .map(|(id, _)| id.clone())
             .unwrap_or_else(|| "0-0".into());
-        let (writer, wrx) = mpsc::unbounded_channel();
         let (replays, rrx) = mpsc::unbounded_channel();
         let log = Arc::new(StreamLog {
             cfg,
             uid,
-            writer,
-            queued: Arc::new(AtomicUsize::new(0)),
-            dropped: Arc::new(AtomicUsize::new(0)),
+            queue: Queue::new(),
+            stats: Stats::default(),
             conn: conn.clone(),
             replays,
             position: Mutex::new(start.clone()),
+            shared: shared.clone(),
+            resync: Arc::default(),
         });
-        tokio::spawn(write_loop(wrx, conn, log.queued.clone()));
-        tokio::spawn(read_loop(reader, Arc::downgrade(&log), shared, rrx, start));
+        tokio::spawn(write_loop(Arc::downgrade(&log), conn));
+        tokio::spawn(read_loop(
+            client,
+            reader,
+            Arc::downgrade(&log),
+            shared,
+            rrx,
+            start,
+        ));
         Ok(log)
     }
 
-    fn send(&self, cmd: redis::Cmd) {
-        if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        let _ = self.writer.send(cmd);
+    /// Whether the stream is not being written or read now.
+    pub(crate) fn is_down(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        self.stats.writer_down.load(Acquire) || self.stats.reader_down.load(Acquire)
+    }
+
+    /// The sorted set of the gaps: spans of broadcasts that a node could not log.
+    fn gaps_key(&self) -> String {
+        format!("{}#gaps", self.cfg.stream)
     }
 
     /// Logs a broadcast; every node (this one too) delivers it from the stream.
@@ -231,8 +247,23 @@ impl StreamLog {
         self.xadd(nsp, BROADCAST, data);
     }
 
-    /// Queues an entry in the Node adapter's format, trimming the stream to `max_len`.
-    fn xadd(&self, nsp: &str, kind: &str, data: String) {
+    /// Queues an entry in the Node adapter's format; one that cannot be logged now is
+    /// delivered here only (see [`writer`]).
+    fn xadd(&self, nsp: &str, kind: &'static str, data: String) {
+        let q = Queued {
+            seq: self.queue.next_seq(),
+            nsp: nsp.to_owned(),
+            kind,
+            data,
+        };
+        if let Err(q) = self.queue.push(q) {
+            self.deliver_unlogged(vec![q]);
+        }
+    }
+
+    /// `XADD`, trimming the stream to `max_len`. `seq` (ignored by Node servers) lets
+    /// readers drop an entry written twice by a retry.
+    fn xadd_cmd(&self, q: &Queued) -> redis::Cmd {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.cfg.stream)
             .arg("MAXLEN")
@@ -242,30 +273,34 @@ impl StreamLog {
             .arg("uid")
             .arg(&self.uid)
             .arg("nsp")
-            .arg(nsp)
+            .arg(&q.nsp)
             .arg("type")
-            .arg(kind)
+            .arg(q.kind)
             .arg("data")
-            .arg(data);
-        self.send(cmd);
+            .arg(&q.data)
+            .arg("seq")
+            .arg(q.seq);
+        cmd
     }
 
-    /// Drops the entries older than `max_age`.
+    /// Drops the entries, and the gaps, older than `max_age`.
     pub(crate) fn trim_by_age(&self) {
         let min =
             skein::adapter::recovery::now_ms().saturating_sub(self.cfg.max_age.as_millis() as u64);
-        let mut cmd = redis::cmd("XTRIM");
-        cmd.arg(&self.cfg.stream)
+        let mut trim = redis::cmd("XTRIM");
+        trim.arg(&self.cfg.stream)
             .arg("MINID")
             .arg("~")
             .arg(format!("{min}-0"));
-        self.send(cmd);
+        let mut gaps = redis::cmd("ZREMRANGEBYSCORE");
+        gaps.arg(self.gaps_key()).arg("-inf").arg(min);
+        self.queue.housekeeping(vec![trim, gaps]);
     }
 
     /// Logs SOCKETS_JOIN (4), SOCKETS_LEAVE (5) or DISCONNECT_SOCKETS (6), as the Node
     /// streams adapter does: the other nodes apply it from the stream, in order with the
     /// broadcasts. The origin has applied it to its own sockets already.
-    pub(crate) fn append_control(&self, nsp: &str, kind: &str, data: &Value) {
+    pub(crate) fn append_control(&self, nsp: &str, kind: &'static str, data: &Value) {
         self.xadd(nsp, kind, data.to_string());
     }
 
@@ -296,8 +331,10 @@ impl StreamLog {
         rx.await.unwrap_or(Err(NotRecovered::Gone))
     }
 
-    /// A session write; `claim` skips the owner check (see [`SAVE_SCRIPT`]).
-    fn write(&self, rec: &SessionRecord, claim: bool) {
+    /// A session write; `claim` skips the owner check (see [`SAVE_SCRIPT`]). Returns
+    /// what the socket waits for: the write, unless the writer is down (it would not be
+    /// confirmed soon, and local clients must keep being served).
+    fn write(&self, rec: &SessionRecord, claim: bool) -> Written {
         let ttl = if rec.connected {
             self.cfg.max_disconnection + KEEPALIVE * 3
         } else {
@@ -318,7 +355,22 @@ impl StreamLog {
             .arg(ttl.as_millis() as u64)
             .arg(rec.owner.as_deref().unwrap_or(""))
             .arg(if claim { "1" } else { "0" });
-        self.send(cmd);
+        let seq = self.queue.session(
+            &rec.pid,
+            SessionCmd {
+                owner: rec.owner.clone().unwrap_or_default(),
+                claim,
+                discard: false,
+                cmd,
+            },
+        );
+        if self.queue.is_down() {
+            return None;
+        }
+        let mut durable = self.queue.subscribe_durable();
+        Some(Box::pin(async move {
+            let _ = durable.wait_for(|d| *d >= seq).await;
+        }))
     }
 
     fn key(&self, pid: &str) -> String {
@@ -328,12 +380,12 @@ impl StreamLog {
 
 #[async_trait::async_trait]
 impl SessionStore for StreamLog {
-    fn save(&self, rec: &SessionRecord) {
-        self.write(rec, false);
+    fn save(&self, rec: &SessionRecord) -> Written {
+        self.write(rec, false)
     }
 
-    fn claim(&self, rec: &SessionRecord) {
-        self.write(rec, true);
+    fn claim(&self, rec: &SessionRecord) -> Written {
+        self.write(rec, true)
     }
 
     fn discard(&self, rec: &SessionRecord) {
@@ -344,7 +396,15 @@ impl SessionStore for StreamLog {
             .arg(&key)
             .arg(format!("{key}#owner"))
             .arg(rec.owner.as_deref().unwrap_or(""));
-        self.send(cmd);
+        self.queue.session(
+            &rec.pid,
+            SessionCmd {
+                owner: rec.owner.clone().unwrap_or_default(),
+                claim: false,
+                discard: true,
+                cmd,
+            },
+        );
     }
 
     async fn take(&self, pid: &str) -> Result<Option<SessionRecord>, AdapterError> {
@@ -360,42 +420,5 @@ impl SessionStore for StreamLog {
             .await
             .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
         Ok(raw.as_deref().and_then(decode_session))
-    }
-}
-
-/// Runs queued commands in order, pipelined; a failed batch is retried, so nothing is
-/// lost while Redis is briefly away.
-async fn write_loop(
-    mut rx: mpsc::UnboundedReceiver<redis::Cmd>,
-    mut conn: ConnectionManager,
-    queued: Arc<AtomicUsize>,
-) {
-    let mut batch = Vec::with_capacity(256);
-    let mut down = false;
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let mut pipe = redis::pipe();
-        for c in &batch {
-            pipe.add_command(c.clone()).ignore();
-        }
-        loop {
-            match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => {
-                    if down {
-                        tracing::info!("redis streams: writes resumed");
-                        down = false;
-                    }
-                    break;
-                }
-                Err(e) => {
-                    if !down {
-                        tracing::error!(error = %e, "redis streams: write failed, retrying");
-                        down = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            }
-        }
-        queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        batch.clear();
     }
 }

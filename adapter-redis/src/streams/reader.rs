@@ -1,11 +1,67 @@
 //! The stream reader: delivery in stream order, replays between two reads, and how far
 //! the stream was trimmed.
+//!
+//! The reader has a connection of its own (it blocks in `XREAD`). When that connection
+//! fails (Redis restarted, the connection killed) it connects again with backoff and
+//! resumes after the last entry it delivered, so nothing written meanwhile is skipped or
+//! delivered twice. An entry a writer wrote twice (a retried pipeline whose first answer
+//! was lost) carries the same `seq` as the first copy and is dropped; so is an own entry
+//! this node already delivered unlogged during an outage.
+
+use std::sync::atomic::Ordering;
+
+use redis::AsyncConnectionConfig;
 
 use super::format::{decode_broadcast, entries, options, parse_id, Id};
 use super::*;
 
+/// How long one `XREAD` blocks; the connection's answer timeout is above it.
+const BLOCK_MS: u64 = 100;
+
+/// The reader's connection: answers are due within the block time plus a margin, so a
+/// Redis that stopped answering is noticed and the connection replaced.
+pub(super) async fn connect(client: &redis::Client) -> redis::RedisResult<MultiplexedConnection> {
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(
+            Duration::from_millis(BLOCK_MS) + Duration::from_secs(2),
+        ));
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+}
+
+/// The highest `seq` delivered per writing node: a copy of an entry (same node, same or
+/// lower seq) is dropped. Node servers write no `seq`; their entries always pass.
+#[derive(Default)]
+pub(super) struct Dedup(HashMap<String, u64>);
+
+impl Dedup {
+    /// Whether an entry is new; records it.
+    pub(super) fn fresh(&mut self, f: &HashMap<String, String>) -> bool {
+        let (Some(uid), Some(seq)) = (
+            f.get("uid"),
+            f.get("seq").and_then(|s| s.parse::<u64>().ok()),
+        ) else {
+            return true;
+        };
+        match self.0.get_mut(uid) {
+            Some(last) if *last >= seq => false,
+            Some(last) => {
+                *last = seq;
+                true
+            }
+            None => {
+                self.0.insert(uid.clone(), seq);
+                true
+            }
+        }
+    }
+}
+
 /// Reads the stream and delivers each entry to its namespace; runs replays between reads.
 pub(super) async fn read_loop(
+    client: redis::Client,
     mut conn: MultiplexedConnection,
     log: Weak<StreamLog>,
     shared: Weak<Shared>,
@@ -13,6 +69,8 @@ pub(super) async fn read_loop(
     mut last: String,
 ) {
     let mut failing = false;
+    let mut backoff = Duration::from_millis(100);
+    let mut seen = Dedup::default();
     loop {
         let Some(l) = log.upgrade() else { return };
         let stream = l.cfg.stream.clone();
@@ -24,7 +82,7 @@ pub(super) async fn read_loop(
                 attach,
                 done,
             } = r;
-            let res = replay_now(&mut conn, &stream, &last, &nsp, &rec, offset.as_deref()).await;
+            let res = replay_now(&l, &mut conn, &last, &nsp, &rec, offset.as_deref()).await;
             let _ = done.send(res.map(attach));
         }
         drop(l);
@@ -32,7 +90,7 @@ pub(super) async fn read_loop(
             .arg("COUNT")
             .arg(100)
             .arg("BLOCK")
-            .arg(100)
+            .arg(BLOCK_MS)
             .arg("STREAMS")
             .arg(&stream)
             .arg(&last)
@@ -41,17 +99,31 @@ pub(super) async fn read_loop(
         let reply = match reply {
             Ok(v) => {
                 if failing {
-                    tracing::info!("redis streams: reading resumed");
+                    tracing::info!(after = %last, "redis streams: reading resumed");
                     failing = false;
+                    backoff = Duration::from_millis(100);
+                    if let Some(l) = log.upgrade() {
+                        l.stats.reader_down.store(false, Ordering::Release);
+                        l.resync.notify_one();
+                    }
                 }
                 v
             }
             Err(e) => {
                 if !failing {
-                    tracing::error!(error = %e, "redis streams: read failed, retrying");
+                    tracing::error!(error = %e, "redis streams: read failed, reconnecting");
                     failing = true;
+                    if let Some(l) = log.upgrade() {
+                        l.stats.reader_down.store(true, Ordering::Release);
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                // A multiplexed connection does not come back by itself once it broke.
+                match connect(&client).await {
+                    Ok(c) => conn = c,
+                    Err(e) => tracing::debug!(error = %e, "redis streams: reader reconnect failed"),
+                }
                 continue;
             }
         };
@@ -59,20 +131,62 @@ pub(super) async fn read_loop(
         let RValue::Array(streams) = reply else {
             continue;
         };
-        let Some(shared) = shared.upgrade() else {
+        let (Some(shared), Some(l)) = (shared.upgrade(), log.upgrade()) else {
             return;
         };
         for s in &streams {
             let RValue::Array(pair) = s else { continue };
             let Some(list) = pair.get(1) else { continue };
             for (id, f) in entries(list) {
-                deliver(&shared, &id, &f);
+                if seen.fresh(&f) && !l.own_unlogged(&f) {
+                    deliver(&shared, &id, &f);
+                }
                 last = id;
             }
         }
-        if let Some(l) = log.upgrade() {
-            *l.position.lock() = last.clone();
+        *l.position.lock() = last.clone();
+    }
+}
+
+impl StreamLog {
+    /// An entry of this node that it delivered unlogged already (see [`writer`]).
+    fn own_unlogged(&self, f: &HashMap<String, String>) -> bool {
+        f.get("uid") == Some(&self.uid)
+            && f.get("seq")
+                .and_then(|s| s.parse().ok())
+                .is_some_and(|seq| self.queue.was_delivered_unlogged(seq))
+    }
+
+    /// Refuses a recovery whose client was away while broadcasts went unlogged (a gap
+    /// recorded by any node, or this node's own not recorded yet). `from_ms`: the time of
+    /// the client's last entry; node clocks may differ from Redis's by the margin.
+    async fn check_gaps(
+        &self,
+        conn: &mut MultiplexedConnection,
+        from_ms: u64,
+        rec: &SessionRecord,
+    ) -> Result<(), NotRecovered> {
+        let margin = skein::adapter::recovery::DELIVERY_MARGIN.as_millis() as u64;
+        let since = from_ms.saturating_sub(margin);
+        let mut ends: Vec<u64> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.gaps_key())
+            .arg(since)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .query_async::<Vec<(String, u64)>>(conn)
+            .await
+            .map_err(|e| NotRecovered::Backend(AdapterError::Unavailable(e.to_string())))?
+            .into_iter()
+            .map(|(_, end)| end)
+            .collect();
+        ends.extend(self.queue.open_gap().map(|(_, end)| end));
+        if ends
+            .iter()
+            .any(|end| *end >= since && !gap_is_safe(*end, rec))
+        {
+            return Err(NotRecovered::LogGap);
         }
+        Ok(())
     }
 }
 
@@ -126,8 +240,8 @@ fn deliver(shared: &Shared, id: &str, f: &HashMap<String, String>) {
 
 /// What a session missed after its offset, up to the reader's position `last`.
 async fn replay_now(
+    log: &StreamLog,
     conn: &mut MultiplexedConnection,
-    stream: &str,
     last: &str,
     nsp: &str,
     rec: &SessionRecord,
@@ -145,14 +259,17 @@ async fn replay_now(
         |e: redis::RedisError| NotRecovered::Backend(AdapterError::Unavailable(e.to_string()));
     // Entries after `from` may have been trimmed: only acceptable when they predate the
     // disconnect by the delivery margin (the client had them).
+    let stream = log.cfg.stream.as_str();
     if let Some(trimmed) = max_deleted(conn, stream).await.map_err(backend)? {
         if trimmed > from_id && !gap_is_safe(trimmed.0, rec) {
             return Err(NotRecovered::LogGap);
         }
     }
+    log.check_gaps(conn, from_id.0, rec).await?;
     let mut rooms = rec.rooms.clone();
     rooms.push(rec.sid.clone());
     let mut missed = Vec::new();
+    let mut seen = Dedup::default();
     let mut cursor = from.to_owned();
     while parse_id(&cursor).unwrap_or((0, 0)) < last_id {
         let page: RValue = redis::cmd("XRANGE")
@@ -169,7 +286,8 @@ async fn replay_now(
             break;
         }
         for (id, f) in &list {
-            if f.get("nsp").map(String::as_str) == Some(nsp)
+            if seen.fresh(f)
+                && f.get("nsp").map(String::as_str) == Some(nsp)
                 && f.get("type").map(String::as_str) == Some(BROADCAST)
             {
                 if let Some((packet, opts)) = decode_broadcast(f) {

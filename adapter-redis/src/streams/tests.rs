@@ -1,6 +1,7 @@
 //! The stream and session formats against what Node's adapter writes.
 
 use super::format::*;
+use super::writer;
 use super::*;
 use bytes::Bytes;
 
@@ -91,4 +92,91 @@ fn stream_ids_order_numerically() {
     assert!(parse_id("1-10").unwrap() > parse_id("1-9").unwrap());
     assert!(parse_id("1").is_none());
     assert!(parse_id("a-b").is_none());
+}
+
+fn entry(uid: &str, seq: Option<u64>) -> HashMap<String, String> {
+    let mut f = HashMap::from([("uid".to_owned(), uid.to_owned())]);
+    if let Some(s) = seq {
+        f.insert("seq".into(), s.to_string());
+    }
+    f
+}
+
+#[test]
+fn readers_drop_an_entry_written_twice() {
+    let mut d = super::reader::Dedup::default();
+    assert!(d.fresh(&entry("a", Some(5))));
+    assert!(!d.fresh(&entry("a", Some(5))), "a retried write of seq 5");
+    assert!(d.fresh(&entry("b", Some(5))), "seqs are per node");
+    assert!(
+        !d.fresh(&entry("a", Some(4))),
+        "older than the last one delivered"
+    );
+    assert!(d.fresh(&entry("a", Some(6))));
+    // Node servers write no seq: never dropped.
+    assert!(d.fresh(&entry("node", None)));
+    assert!(d.fresh(&entry("node", None)));
+}
+
+fn session_cmd(owner: &str, claim: bool, discard: bool) -> writer::SessionCmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(format!("{owner}/{claim}/{discard}"));
+    writer::SessionCmd {
+        owner: owner.into(),
+        claim,
+        discard,
+        cmd,
+    }
+}
+
+#[test]
+fn session_writes_coalesce_but_a_claim_is_never_replaced_by_a_save() {
+    let q = writer::Queue::new();
+    let s1 = q.session("p", session_cmd("x", true, false));
+    let s2 = q.session("p", session_cmd("x", false, false));
+    let s3 = q.session("p", session_cmd("x", false, false));
+    assert!(s1 < s2 && s2 < s3);
+    // A stale instance's save queues behind (Redis refuses it by owner).
+    q.session("p", session_cmd("y", false, false));
+    q.session("other", session_cmd("z", false, true));
+    let args = q.pending_session_args();
+    assert_eq!(
+        args,
+        vec![
+            ("other".to_owned(), vec!["z/false/true".to_owned()]),
+            (
+                "p".to_owned(),
+                vec![
+                    "x/true/false".to_owned(),
+                    "x/false/false".to_owned(),
+                    "y/false/false".to_owned()
+                ]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_full_queue_gives_entries_back_and_going_down_hands_over_what_was_queued() {
+    let q = writer::Queue::new();
+    let big = "x".repeat(writer::MAX_QUEUED_BYTES / 2 + 1);
+    let mk = |data: &str| writer::Queued {
+        seq: q.next_seq(),
+        nsp: "/".into(),
+        kind: BROADCAST,
+        data: data.to_owned(),
+    };
+    assert!(q.push(mk(&big)).is_ok());
+    let back = q.push(mk(&big)).expect_err("over the byte bound");
+    assert_eq!(back.data.len(), big.len());
+    assert!(q.push(mk("small")).is_ok());
+    let handed = q.go_down_for_test();
+    assert_eq!(handed.len(), 2, "both queued entries, in order");
+    assert_eq!(handed[1].data, "small");
+    assert!(q.push(mk("later")).is_err(), "down: nothing is queued");
+    // Delivered unlogged: a gap opens, and the reader will skip those seqs.
+    q.note_unlogged(handed.iter().map(|e| e.seq));
+    assert!(q.open_gap().is_some());
+    assert!(q.was_delivered_unlogged(handed[0].seq));
+    assert!(!q.was_delivered_unlogged(handed[0].seq), "once");
 }

@@ -126,13 +126,21 @@ impl LocalAdapter {
             .collect()
     }
 
-    /// Writes a local socket's session after a change.
+    /// Writes a local socket's session after a change; the socket's packets wait for
+    /// the write (see `socketio::gate`).
     pub fn persist(&self, sid: Sid) {
+        if let Some(s) = self.get(sid) {
+            self.persist_socket(&s);
+        }
+    }
+
+    /// [`LocalAdapter::persist`] for a socket that may not be registered yet.
+    pub(crate) fn persist_socket(&self, s: &SocketRef) {
         let Some(store) = self.session_store() else {
             return;
         };
-        if let Some(rec) = self.get(sid).and_then(|s| self.session_record(&s, true)) {
-            store.save(&rec);
+        if let Some(rec) = self.session_record(s, true) {
+            s.hold_until(store.save(&rec));
         }
     }
 
@@ -145,7 +153,8 @@ impl LocalAdapter {
             return;
         };
         if reason.is_recoverable() {
-            store.save(&rec);
+            // The socket is gone: nothing of it waits for this write.
+            let _ = store.save(&rec);
         } else {
             store.discard(&rec);
         }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 pub use local::{LocalAdapter, ServerAck, ServerEventHandler};
 pub use recovery::{
-    Attach, LoggedPacket, NotRecovered, RecoveryConfig, SessionRecord, SessionStore,
+    Attach, LoggedPacket, NotRecovered, RecoveryConfig, SessionRecord, SessionStore, Written,
 };
 
 use crate::engineio::Sid;

@@ -133,16 +133,21 @@ pub enum NotRecovered {
 /// [`super::Adapter::replay`] at the one point where that loses and repeats nothing.
 pub type Attach = Box<dyn FnOnce(Vec<LoggedPacket>) + Send>;
 
+/// A session write on its way to the store: resolves once it is durable. `None`: it is
+/// already (an in-memory store), or the store cannot tell now (it is down).
+pub type Written = Option<futures_util::future::BoxFuture<'static, ()>>;
+
 /// Where sessions are kept.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Writes a session (replacing it). Writes of one session apply in call order.
-    fn save(&self, rec: &SessionRecord);
+    /// Writes a session (replacing it). Writes of one session apply in call order. The
+    /// socket's packets wait for the returned write (see `socketio::gate`).
+    fn save(&self, rec: &SessionRecord) -> Written;
     /// Writes a session whatever instance wrote it last: its restored socket becomes the
     /// owner, or a session taken but not restored is put back. Until then, a taken
     /// session refuses [`SessionStore::save`]s, so the instance it left cannot write it
     /// back for a second reconnect to take.
-    fn claim(&self, rec: &SessionRecord) {
+    fn claim(&self, rec: &SessionRecord) -> Written {
         self.save(rec)
     }
     /// Forgets a session (a disconnect that is not recoverable), unless another socket
@@ -324,27 +329,29 @@ impl MemoryRecovery {
 
 #[async_trait]
 impl SessionStore for MemoryRecovery {
-    fn save(&self, rec: &SessionRecord) {
+    fn save(&self, rec: &SessionRecord) -> Written {
         let mut inner = self.inner.lock();
         self.sweep(&mut inner);
         if inner.taken.contains_key(&rec.pid) {
             // Taken by a reconnect: this write comes from the instance it left.
-            return;
+            return None;
         }
         if let Some(old) = inner.sessions.get(&rec.pid) {
             if old.owner.is_some() && old.owner != rec.owner {
                 // Another instance owns it since it was taken and restored: this one is
                 // stale (its connection dropped unnoticed).
-                return;
+                return None;
             }
         }
         inner.sessions.insert(rec.pid.clone(), rec.clone());
+        None
     }
 
-    fn claim(&self, rec: &SessionRecord) {
+    fn claim(&self, rec: &SessionRecord) -> Written {
         let mut inner = self.inner.lock();
         inner.taken.remove(&rec.pid);
         inner.sessions.insert(rec.pid.clone(), rec.clone());
+        None
     }
 
     fn discard(&self, rec: &SessionRecord) {

@@ -147,6 +147,11 @@ impl<D> Session<D> {
         self.state.lock().transport
     }
 
+    /// How many packets may wait for this client before it is closed as too slow.
+    pub fn max_buffered(&self) -> usize {
+        self.max_buffered
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state.lock().closing.is_some()
     }

@@ -186,11 +186,12 @@ impl SioHandler {
 
     fn connect(&self, s: &Sess, packet: Packet) {
         let nsp = packet.nsp;
-        let Some(ns) = self.io.namespace_for(&nsp) else {
+        let Some(connecting) = self.io.namespace_for(&nsp) else {
             let err = json!({ "message": "Invalid namespace" });
             let _ = s.send_frame(encode_control(PacketKind::ConnectError, &nsp, Some(&err)));
             return;
         };
+        let ns = connecting.ns().clone();
         let Some(conn) = s.data.conn.get().cloned() else {
             return;
         };
@@ -203,6 +204,8 @@ impl SioHandler {
         }
         let s = s.clone();
         tokio::spawn(async move {
+            // Until the socket is registered or refused, the namespace is in use.
+            let _connecting = connecting;
             ns.wait_ready().await;
             if recovering {
                 match super::recover::resume(&ns, &s, conn.clone(), auth.clone()).await {
@@ -249,8 +252,9 @@ fn finish_connect(s: &Sess, socket: SocketRef) {
     if s.is_closed() {
         return;
     }
+    // Stored before the client hears of it: the CONNECT reply waits for the write.
+    socket.ns().adapter().local().persist_socket(&socket);
     register(s, &socket);
-    socket.ns().adapter().local().persist(socket.id());
     tracing::debug!(sid = %socket.id(), nsp = socket.nsp(), "socket connected");
     run_connect_handler(socket);
 }
@@ -265,7 +269,7 @@ pub(crate) fn register(s: &Sess, socket: &SocketRef) {
         Some(pid) => json!({ "sid": socket.id(), "pid": pid.as_ref() }),
         None => json!({ "sid": socket.id() }),
     };
-    let _ = s.send_frame(encode_control(
+    socket.send_frame(encode_control(
         PacketKind::Connect,
         socket.nsp(),
         Some(&reply),

@@ -11,6 +11,7 @@ pub mod broadcast;
 mod client;
 mod connect_timeout;
 pub mod data;
+pub mod gate;
 mod handshake;
 pub mod namespace;
 pub mod packet;

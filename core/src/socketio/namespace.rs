@@ -81,6 +81,12 @@ pub struct Namespace {
     /// live); connections wait for it so that nothing sent to them is missed.
     ready: std::sync::atomic::AtomicBool,
     ready_notify: tokio::sync::Notify,
+    /// A child of a dynamic namespace (created when a client first named it).
+    child: bool,
+    /// Connections under way (a child is not removed under them).
+    connecting: std::sync::atomic::AtomicIsize,
+    /// The server that removes this child when it is empty (cleanup on).
+    owner: Option<std::sync::Weak<super::server::IoInner>>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -96,6 +102,8 @@ impl Namespace {
         name: &str,
         adapter: Arc<dyn Adapter>,
         handlers: Arc<NsHandlers>,
+        child: bool,
+        owner: Option<std::sync::Weak<super::server::IoInner>>,
     ) -> Arc<Self> {
         Arc::new(Namespace {
             name: name.into(),
@@ -104,7 +112,31 @@ impl Namespace {
             ack_ids: AtomicU64::new(0),
             ready: std::sync::atomic::AtomicBool::new(false),
             ready_notify: tokio::sync::Notify::new(),
+            child,
+            connecting: std::sync::atomic::AtomicIsize::new(0),
+            owner,
         })
+    }
+
+    /// A socket left, or a connection ended: an empty child may go.
+    pub(crate) fn maybe_remove(self: &Arc<Self>) {
+        if let Some(io) = self.owner.as_ref().and_then(std::sync::Weak::upgrade) {
+            io.left(self);
+        }
+    }
+
+    /// Whether this is a child of a dynamic namespace.
+    pub fn is_child(&self) -> bool {
+        self.child
+    }
+
+    pub(crate) fn connecting(&self, delta: isize) {
+        self.connecting.fetch_add(delta, Ordering::AcqRel);
+    }
+
+    /// No socket, and no connection under way.
+    pub(crate) fn is_unused(&self) -> bool {
+        self.connecting.load(Ordering::Acquire) == 0 && self.adapter.local().is_empty()
     }
 
     pub(crate) fn set_ready(&self) {

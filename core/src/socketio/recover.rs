@@ -62,14 +62,15 @@ pub(crate) async fn resume(
     // (or one racing the restore of the first) does not get it. A socket that only looks
     // connected (its network went away unnoticed) fails the probe and is closed.
     if ns.adapter().session_alive(&rec).await {
-        store.claim(&rec);
+        // Put back for the socket that still has it; nobody waits for this write.
+        let _ = store.claim(&rec);
         return Err(NotRecovered::InUse);
     }
     // A local socket closed by the probe may still be leaving.
     let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     while local.get(sid).is_some() {
         if tokio::time::Instant::now() >= until {
-            store.claim(&rec);
+            let _ = store.claim(&rec);
             return Err(NotRecovered::InUse);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -89,11 +90,20 @@ pub(crate) async fn resume(
         .map(|r| Room::from(r.as_str()))
         .collect();
     let (sess, sock, done) = (s.clone(), socket.clone(), attached.clone());
+    // The new socket owns the session from now on; the client hears of it (the CONNECT
+    // reply, the missed packets) once that is stored. The claim is written after the
+    // replay (a store may run `attach` under its own lock), so the gate waits for it.
+    let (claimed_tx, claimed_rx) = tokio::sync::oneshot::channel::<crate::adapter::Written>();
     let attach = Box::new(move |missed: Vec<LoggedPacket>| {
         if sess.is_closed() {
             return;
         }
         sock.ns().adapter().local().add_rooms(sock.id(), &rooms);
+        sock.hold_until(Some(Box::pin(async move {
+            if let Ok(Some(write)) = claimed_rx.await {
+                write.await;
+            }
+        })));
         super::client::register(&sess, &sock);
         for p in &missed {
             let enc = encode_event(sock.nsp(), &p.packet.event, &p.packet.data, None);
@@ -107,11 +117,11 @@ pub(crate) async fn resume(
     ns.adapter().replay(&rec, offset.as_deref(), attach).await?;
     if !attached.load(Ordering::Acquire) {
         // The client left while its session was being read: keep it for the next try.
-        store.claim(&rec);
+        let _ = store.claim(&rec);
         return Err(NotRecovered::Gone);
     }
     if let Some(rec) = local.session_record(&socket, true) {
-        store.claim(&rec);
+        let _ = claimed_tx.send(store.claim(&rec));
     }
     super::client::run_connect_handler(socket);
     Ok(())

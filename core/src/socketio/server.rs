@@ -33,7 +33,16 @@ pub struct SocketIoConfig {
     pub adapter: Arc<dyn AdapterFactory>,
     /// Connection state recovery (off by default, as in the reference).
     pub recovery: Option<RecoveryConfig>,
+    /// Remove a child of a dynamic namespace when its last socket leaves
+    /// (`cleanupEmptyChildNamespaces`; off by default, as in the reference). Without it,
+    /// every name a client connects to that a dynamic namespace accepts stays for good.
+    pub cleanup_empty_child_namespaces: bool,
 }
+
+/// The longest namespace name a client may connect to; a longer one is an invalid
+/// namespace (the reference sets no bound, but a name is kept per namespace and shown in
+/// logs).
+pub const MAX_NAMESPACE_LEN: usize = 256;
 
 impl std::fmt::Debug for SocketIoConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,6 +63,7 @@ impl Default for SocketIoConfig {
             connect_timeout: Duration::from_millis(45_000),
             adapter: Arc::new(MemoryAdapterFactory),
             recovery: None,
+            cleanup_empty_child_namespaces: false,
         }
     }
 }
@@ -69,10 +79,12 @@ pub(crate) struct IoInner {
     nsps: RwLock<HashMap<String, Arc<Namespace>>>,
     parents: RwLock<Vec<(NsMatcher, Arc<NsHandlers>)>>,
     draining: std::sync::atomic::AtomicBool,
+    /// This server, for the children that remove themselves when empty.
+    me: std::sync::OnceLock<std::sync::Weak<IoInner>>,
 }
 
 impl IoInner {
-    fn create(&self, name: &str, handlers: Arc<NsHandlers>) -> Arc<Namespace> {
+    fn create(&self, name: &str, handlers: Arc<NsHandlers>, child: bool) -> Arc<Namespace> {
         let local = match (&self.config.recovery, self.config.adapter.recovery()) {
             (Some(cfg), RecoverySupport::Memory) => {
                 LocalAdapter::with_recovery(name, cfg.clone(), true)
@@ -90,7 +102,12 @@ impl IoInner {
             (None, _) => LocalAdapter::new(name),
         };
         let adapter = self.config.adapter.create(local);
-        let ns = Namespace::new(name, adapter.clone(), handlers);
+        let owner = if child && self.config.cleanup_empty_child_namespaces {
+            self.me.get().cloned()
+        } else {
+            None
+        };
+        let ns = Namespace::new(name, adapter.clone(), handlers, child, owner);
         let nsp = name.to_owned();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -118,10 +135,14 @@ impl IoInner {
     }
 
     /// The namespace a CONNECT names: a registered one, or a new child of a matching
-    /// dynamic namespace.
-    pub(crate) fn namespace_for(&self, name: &str) -> Option<Arc<Namespace>> {
+    /// dynamic namespace. The returned guard counts the connection as under way until it
+    /// is dropped, so that an empty child is not removed under it.
+    pub(crate) fn namespace_for(&self, name: &str) -> Option<Connecting> {
+        if name.len() > MAX_NAMESPACE_LEN {
+            return None;
+        }
         if let Some(ns) = self.nsps.read().get(name) {
-            return Some(ns.clone());
+            return Some(Connecting::new(ns.clone()));
         }
         let handlers = self
             .parents
@@ -131,11 +152,55 @@ impl IoInner {
             .map(|(_, h)| h.clone())?;
         let mut nsps = self.nsps.write();
         if let Some(ns) = nsps.get(name) {
-            return Some(ns.clone());
+            return Some(Connecting::new(ns.clone()));
         }
-        let ns = self.create(name, handlers);
+        let ns = self.create(name, handlers, true);
         nsps.insert(name.to_owned(), ns.clone());
-        Some(ns)
+        Some(Connecting::new(ns))
+    }
+
+    /// A socket left `ns`: a child of a dynamic namespace with no socket left and none
+    /// connecting is removed, with its adapter, when the option is on.
+    pub(crate) fn left(&self, ns: &Arc<Namespace>) {
+        if !self.config.cleanup_empty_child_namespaces || !ns.is_child() {
+            return;
+        }
+        let removed = {
+            let mut nsps = self.nsps.write();
+            let current = nsps.get(ns.name()).is_some_and(|cur| Arc::ptr_eq(cur, ns));
+            if !current || !ns.is_unused() {
+                return;
+            }
+            nsps.remove(ns.name())
+        };
+        if let Some(ns) = removed {
+            tracing::debug!(nsp = ns.name(), "empty child namespace removed");
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { ns.adapter().close().await });
+            }
+        }
+    }
+}
+
+/// A namespace with a connection under way in it (see [`IoInner::namespace_for`]).
+pub(crate) struct Connecting(Arc<Namespace>);
+
+impl Connecting {
+    fn new(ns: Arc<Namespace>) -> Self {
+        ns.connecting(1);
+        Connecting(ns)
+    }
+
+    pub(crate) fn ns(&self) -> &Arc<Namespace> {
+        &self.0
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        self.0.connecting(-1);
+        // A connection that did not join (refused, or gone) may leave the child empty.
+        self.0.maybe_remove();
     }
 }
 
@@ -170,7 +235,9 @@ impl SocketIo {
             nsps: RwLock::new(HashMap::new()),
             parents: RwLock::new(Vec::new()),
             draining: std::sync::atomic::AtomicBool::new(false),
+            me: std::sync::OnceLock::new(),
         });
+        let _ = inner.me.set(Arc::downgrade(&inner));
         let engine = Engine::new(engine_config, SioHandler { io: inner.clone() });
         let _ = inner.engine.set(Arc::downgrade(&engine));
         SocketIo { inner, engine }
@@ -187,7 +254,7 @@ impl SocketIo {
     {
         let ns = self
             .inner
-            .create(name, NsHandlers::new(Arc::new(on_connect)));
+            .create(name, NsHandlers::new(Arc::new(on_connect)), false);
         self.inner.nsps.write().insert(name.to_owned(), ns.clone());
         ns
     }

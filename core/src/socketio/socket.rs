@@ -81,6 +81,8 @@ pub struct Socket {
     /// The log position when the session began (see `SessionRecord::offset`).
     pub(crate) start: Option<Arc<str>>,
     recovered: bool,
+    /// Holds outgoing packets while a session write is on its way.
+    gate: super::gate::Gate,
 }
 
 impl std::fmt::Debug for Socket {
@@ -135,7 +137,22 @@ impl Socket {
             owner: rand::random(),
             start,
             recovered,
+            gate: Default::default(),
         })
+    }
+
+    pub(crate) fn gate(&self) -> &super::gate::Gate {
+        &self.gate
+    }
+
+    /// Holds this socket's outgoing packets until `write` (of its session) is durable.
+    pub(crate) fn hold_until(self: &Arc<Self>, write: crate::adapter::Written) {
+        self.gate.hold_until(Arc::downgrade(self), write);
+    }
+
+    /// Queues a control packet (CONNECT reply, DISCONNECT) behind the gate.
+    pub(crate) fn send_frame(&self, frame: crate::engineio::Frame) {
+        self.gate.send(self, std::iter::once(frame));
     }
 
     /// Pings the client now and waits up to `timeout` for its pong; without it, the
@@ -320,9 +337,7 @@ impl Socket {
         if !self.connected() {
             return;
         }
-        let _ = self
-            .session
-            .send_frame(encode_control(PacketKind::Disconnect, self.nsp(), None));
+        self.send_frame(encode_control(PacketKind::Disconnect, self.nsp(), None));
         if close {
             for s in self.session.data.sockets() {
                 s.close(reason);
@@ -335,18 +350,19 @@ impl Socket {
 
     /// Queues an encoded packet (and its attachments) for this client.
     pub(crate) fn send_encoded(&self, enc: &Encoded, volatile: bool) {
+        let frames = std::iter::once(enc.text.clone()).chain(enc.binary.iter().cloned());
         if volatile {
-            if !self.session.send_volatile(enc.text.clone()) {
-                return;
+            // Dropped rather than queued behind anything, held packets included.
+            if self.gate.is_open() && self.session.send_volatile(enc.text.clone()) {
+                for b in &enc.binary {
+                    if self.session.send_frame(b.clone()).is_err() {
+                        return;
+                    }
+                }
             }
-        } else if self.session.send_frame(enc.text.clone()).is_err() {
             return;
         }
-        for b in &enc.binary {
-            if self.session.send_frame(b.clone()).is_err() {
-                return;
-            }
-        }
+        self.gate.send(self, frames);
     }
 
     pub(crate) fn expect_broadcast_ack(&self, id: u64, tx: mpsc::UnboundedSender<AckEvent>) {
@@ -479,6 +495,7 @@ impl Socket {
         for h in &handlers.disconnect {
             h(self, reason);
         }
+        self.ns.maybe_remove();
         tracing::debug!(sid = %self.id, nsp = self.nsp(), reason = reason.as_str(), "socket disconnected");
     }
 }
