@@ -71,14 +71,31 @@ impl Metrics {
             "skein_engine_sessions {}\n",
             self.io.engine().session_count()
         ));
+        // One series per namespace the application registered; the children of dynamic
+        // namespaces, whose names clients choose, are summed in one, so that the number of
+        // series stays bounded whatever clients send.
         out.push_str("# TYPE skein_namespace_sockets gauge\n");
+        let (mut children, mut child_sockets) = (0usize, 0usize);
         for ns in self.io.namespaces() {
+            if ns.is_child() {
+                children += 1;
+                child_sockets += ns.local_len();
+                continue;
+            }
             out.push_str(&format!(
                 "skein_namespace_sockets{{nsp=\"{}\"}} {}\n",
-                ns.name().replace('"', "'"),
+                label(ns.name()),
                 ns.local_len()
             ));
         }
+        if children > 0 {
+            out.push_str(&format!(
+                "skein_namespace_sockets{{nsp=\"(dynamic children)\"}} {child_sockets}\n"
+            ));
+        }
+        out.push_str("# HELP skein_dynamic_child_namespaces Children of dynamic namespaces that exist now.\n");
+        out.push_str("# TYPE skein_dynamic_child_namespaces gauge\n");
+        out.push_str(&format!("skein_dynamic_child_namespaces {children}\n"));
         if let Some(h) = &self.hub {
             for (name, help, kind, v) in [
                 ("skein_grpc_subscribers", "Subscribe streams open on this node.", "gauge", h.subscribers() as u64),
@@ -106,6 +123,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub fn handler(io: &SocketIo, config: &Config, metrics: Metrics) -> Result<HttpHandler> {

@@ -293,6 +293,7 @@ fn resolve(l: &mut Layers) -> Config {
         io: SocketIoConfig {
             engine,
             connect_timeout: ms(l, "connect_timeout", 45_000),
+            cleanup_empty_child_namespaces: bool_or(l, "cleanup_empty_child_namespaces", true),
             recovery,
             ..SocketIoConfig::default()
         },

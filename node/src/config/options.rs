@@ -58,6 +58,7 @@ pub const OPTIONS: &[Opt] = &[
     opt("upgrade_timeout", "MS", "Milliseconds a polling → WebSocket upgrade may take [default: 10000]."),
     opt("max_payload", "BYTES", "Largest message or polling body in bytes (maxHttpBufferSize) [default: 1000000]."),
     opt("connect_timeout", "MS", "Milliseconds a client may stay without joining a namespace [default: 45000]."),
+    opt("cleanup_empty_child_namespaces", "BOOL", "Remove a child of a dynamic namespace when its last socket leaves (`cleanupEmptyChildNamespaces`) [default: true]."),
     list("transports", "LIST", "Transports, comma-separated: polling,websocket [default: polling,websocket]."),
     list("cors_origins", "LIST", "CORS origins allowed for polling, comma-separated; `*` allows any [default: none]."),
     opt("cors_credentials", "BOOL", "Send Access-Control-Allow-Credentials with CORS [default: false]."),

@@ -66,9 +66,17 @@ pub fn room_list(list: &[String]) -> Result<Vec<skein::adapter::Room>, Status> {
     rooms("rooms", list)
 }
 
+/// An event name to emit: 1 to 256 bytes (as a subscriber's filter), not reserved. A
+/// client cannot send a longer one in practice, and it must not bypass `max_payload`.
 pub fn event(name: &str) -> Result<String, Status> {
     if name.is_empty() {
         return Err(invalid("event", "an event name is needed"));
+    }
+    if name.len() > MAX_ROOM {
+        return Err(invalid(
+            "event",
+            format!("event names are at most {MAX_ROOM} bytes"),
+        ));
     }
     if skein::socketio::packet::is_reserved(name) {
         return Err(invalid(
@@ -84,6 +92,13 @@ pub fn data(args: Option<&Args>, max_payload: usize) -> Result<Data, Status> {
     let Some(a) = args else {
         return Ok(Data::empty());
     };
+    let max_bins = skein::socketio::packet::MAX_ATTACHMENTS;
+    if a.binary.len() > max_bins {
+        return Err(invalid(
+            "args.binary",
+            format!("at most {max_bins} attachments, as a client may send"),
+        ));
+    }
     let size = a.json.len() + a.binary.iter().map(Vec::len).sum::<usize>();
     if size > max_payload {
         return Err(invalid(
@@ -127,6 +142,20 @@ pub fn to_args(d: Data) -> Args {
         json: Value::Array(d.args).to_string(),
         binary: d.binary.into_iter().map(|b| b.to_vec()).collect(),
     }
+}
+
+/// A page token of `FetchSockets`: empty (the first page), or the last socket id of the
+/// previous page.
+pub fn page_token(token: &str) -> Result<Option<skein::Sid>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token.parse().map(Some).map_err(|_| {
+        invalid(
+            "page_token",
+            "not a page token of a previous FetchSockets response",
+        )
+    })
 }
 
 /// A timeout in milliseconds, 1 to 600000.

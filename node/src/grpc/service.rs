@@ -183,6 +183,7 @@ impl Skein for Api {
                 ))
             }
         };
+        let after = args::page_token(&r.page_token)?;
         let g = ns
             .adapter()
             .fetch_sockets(opts)
@@ -192,10 +193,9 @@ impl Skein for Api {
         all.sort_by_key(|s| s.id);
         // The token is the last id of the previous page: pages stay consistent as sockets
         // come and go, at the price of one fetch per page.
-        let start = if r.page_token.is_empty() {
-            0
-        } else {
-            all.partition_point(|s| s.id.as_str() <= r.page_token.as_str())
+        let start = match after {
+            None => 0,
+            Some(last) => all.partition_point(|s| s.id.as_str() <= last.as_str()),
         };
         let page: Vec<_> = all.iter().skip(start).take(size).collect();
         let next_page_token = if start + page.len() < all.len() {

@@ -232,6 +232,33 @@ async fn bad_arguments_name_the_field() {
             },
             "args",
         ),
+        // An event name cannot carry what max_payload refuses in the arguments.
+        (
+            EmitRequest {
+                event: "e".repeat(3_000_000),
+                ..Default::default()
+            },
+            "event",
+        ),
+        (
+            EmitRequest {
+                event: "e".repeat(257),
+                ..Default::default()
+            },
+            "event",
+        ),
+        // More attachments than a client may send in one packet.
+        (
+            EmitRequest {
+                event: "e".into(),
+                args: Some(Args {
+                    json: "[]".into(),
+                    binary: vec![vec![1]; 2000],
+                }),
+                ..Default::default()
+            },
+            "args.binary",
+        ),
     ];
     for (req, field) in cases {
         let e = f.client.emit(authed(req.clone())).await.unwrap_err();
@@ -270,6 +297,18 @@ async fn bad_arguments_name_the_field() {
         .await
         .unwrap_err();
     assert!(e.message().starts_with("page_size:"), "{}", e.message());
+    for token in ["garbage", "x".repeat(500).as_str(), "../../etc"] {
+        let e = f
+            .client
+            .fetch_sockets(authed(FetchSocketsRequest {
+                page_token: token.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{token}");
+        assert!(e.message().starts_with("page_token:"), "{}", e.message());
+    }
     // The node is fine afterwards.
     f.client
         .emit(authed(EmitRequest {
