@@ -9,7 +9,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { writeFileSync, mkdtempSync } from "node:fs";
 import path from "node:path";
 import * as h from "./harness.mjs";
-import { startCluster, uniqueKey, REDIS_URL } from "./cluster-harness.mjs";
+import { startCluster, startRedis, uniqueKey, REDIS_URL } from "./cluster-harness.mjs";
 import { startHaproxy, streamsArgs } from "./deploy.mjs";
 
 const { ask, sleep, waitEvent, until } = h;
@@ -149,6 +149,41 @@ describe("Redis Streams mode as a cluster adapter", () => {
     const { node } = await ask(b, "whoami");
     assert.equal(node, B.nodeId);
     a.close();
+  });
+});
+
+// ---------------------------------------------------------------- stored before told
+describe("a change the client is told about is stored first (Redis Streams)", () => {
+  const ctx = {};
+  before(async () => {
+    ctx.redis = await startRedis();
+    ctx.srv = await h.startServer({ args: ["--adapter", "redis-streams", "--redis-url", ctx.redis.url] });
+  });
+  after(async () => { h.closeClients(); await ctx.srv?.stop("SIGKILL"); await ctx.redis?.stop(); });
+
+  const cli = (...args) => execFileSync("redis-cli", ["-p", String(ctx.redis.port), ...args], { encoding: "utf8" }).trim();
+  /** The stored session of `pid` (base64 msgpack), as raw bytes; null when absent. */
+  const stored = (pid) => {
+    const out = cli("GET", `sio:session:${pid}`);
+    return out === "" ? null : Buffer.from(out, "base64");
+  };
+  // Writes are held back by CLIENT PAUSE WRITE (reads still answer), so a node that told
+  // the client before its session write landed is caught reading the old session.
+  const paused = (fn) => { cli("CLIENT", "PAUSE", "300", "WRITE"); return fn(); };
+
+  test("when the CONNECT reply, a join's ack or a set-data's ack arrives, the session in Redis already has it", async () => {
+    for (let round = 0; round < 5; round++) {
+      const a = h.track(h.io(ctx.srv.url, { forceNew: true, reconnection: false, ...WS }));
+      await paused(() => waitEvent(a, "connect", 8000));
+      assert.ok(stored(a._pid), `round ${round}: stored when the client got its pid`);
+      const room = `told-${round}-${Math.random().toString(36).slice(2, 8)}`;
+      await paused(() => ask(a, "join", room));
+      assert.ok(stored(a._pid)?.includes(Buffer.from(room)), `round ${round}: the room is stored when the join is acked`);
+      const mark = `mark-${round}-${Math.random().toString(36).slice(2, 8)}`;
+      await paused(() => ask(a, "set-data", { mark }));
+      assert.ok(stored(a._pid)?.includes(Buffer.from(mark)), `round ${round}: the data is stored when set-data is acked`);
+      a.close();
+    }
   });
 });
 
