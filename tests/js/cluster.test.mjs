@@ -304,6 +304,23 @@ describe("a node dies", () => {
     }
   });
 
+  test("SIGSTOP longer than the peer timeout (6 s) during a 7 s request: the hung node is still named", { skip: !SKEIN }, async () => {
+    const cluster = await startCluster({ requestTimeout: 7000 });
+    const c = { cluster };
+    try {
+      const s = await clients(c, { a1: ["A"], b1: ["B"], c1: ["C"] });
+      await sleep(PEER_SETTLE_MS);
+      await cluster.node("C").stop("SIGSTOP");
+      const f = await s.a1.timeout(10000).emitWithAck("cluster-fetch", {});
+      assert.deepEqual(f.missing, [cluster.node("C").nodeId], `named, not unknown-node-1: ${JSON.stringify(f.missing)}`);
+      assert.deepEqual(f.sockets.map((x) => x.id), ids([s.a1, s.b1]));
+      await cluster.node("C").stop("SIGCONT");
+    } finally {
+      h.closeClients();
+      await cluster.stop();
+    }
+  });
+
   test("SIGSTOP (a hung node still subscribed): requests end within the request timeout; SIGCONT heals", async () => {
     const cluster = await startCluster({ requestTimeout: REQ_TIMEOUT });
     const c = { cluster };
