@@ -20,6 +20,7 @@ pub mod session;
 pub mod sid;
 pub mod ws;
 mod ws_conn;
+mod ws_io;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -148,7 +149,7 @@ impl<H: EngineHandler> Engine<H> {
             Packet::Message(text) => self.handler.on_message(s, Message::Text(text)),
             Packet::Binary(bin) => self.handler.on_message(s, Message::Binary(bin)),
             Packet::Close => {
-                s.abort(CloseReason::TransportClose);
+                s.close_by_client();
                 return false;
             }
             // In v4 only the server pings; a client ping outside an upgrade probe is
