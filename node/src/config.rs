@@ -65,6 +65,18 @@ pub struct Flags {
     /// Milliseconds given to connections to finish on shutdown [default: 5000].
     #[arg(long, env = "SKEIN_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<u64>,
+    /// Milliseconds a connection has to send a complete request head, from when it opens
+    /// or its previous response went out; also closes idle keep-alive connections
+    /// [default: 10000].
+    #[arg(long, env = "SKEIN_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Milliseconds a polling POST has to deliver its body [default: 30000].
+    #[arg(long, env = "SKEIN_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
+    /// Connections served at once; more are answered 503 and closed
+    /// [default: the open-file limit minus a reserve].
+    #[arg(long, env = "SKEIN_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Log filter, e.g. `info` or `skein=debug` [default: info].
     #[arg(long, env = "SKEIN_LOG")]
     pub log: Option<String>,
@@ -165,6 +177,9 @@ struct FileConfig {
     http_compression: Option<bool>,
     max_buffered_packets: Option<usize>,
     shutdown_grace: Option<u64>,
+    header_timeout: Option<u64>,
+    body_timeout: Option<u64>,
+    max_connections: Option<usize>,
     log: Option<String>,
     log_format: Option<String>,
     demo: Option<bool>,
@@ -219,6 +234,10 @@ pub struct Config {
     pub port: u16,
     pub io: SocketIoConfig,
     pub shutdown_grace: Duration,
+    /// Time a connection has to send a request head (also bounds idle keep-alive).
+    pub header_timeout: Duration,
+    /// Connections served at once; `None`: derived from the open-file limit at startup.
+    pub max_connections: Option<usize>,
     /// How long SIGTERM takes to close the connections.
     pub drain_period: Duration,
     pub log: String,
@@ -309,7 +328,13 @@ impl Config {
             allow_request: None,
             http_compression_threshold: pick!(http_compression, true).then_some(1024),
             max_buffered_packets: pick!(max_buffered_packets, 4096).max(1),
+            body_timeout: ms(pick!(body_timeout, 30_000), "body_timeout")?,
         };
+        let header_timeout = ms(pick!(header_timeout, 10_000), "header_timeout")?;
+        let max_connections = flags.max_connections.or(file.max_connections);
+        if max_connections == Some(0) {
+            bail!("max_connections must be greater than 0");
+        }
         let log_format = pick!(log_format, "text".to_owned());
         if log_format != "text" && log_format != "json" {
             bail!("log_format must be text or json, got {log_format:?}");
@@ -406,6 +431,8 @@ impl Config {
                 ..SocketIoConfig::default()
             },
             shutdown_grace: Duration::from_millis(pick!(shutdown_grace, 5_000)),
+            header_timeout,
+            max_connections,
             log: pick!(log, "info".to_owned()),
             log_json: log_format == "json",
             demo: flags.demo || file.demo.unwrap_or(false),
@@ -436,6 +463,9 @@ mod tests {
         assert_eq!(c.io.engine.max_payload, 1_000_000);
         assert_eq!(c.io.connect_timeout, Duration::from_secs(45));
         assert!(c.io.engine.cors.is_none());
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.io.engine.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, None);
     }
 
     #[test]
@@ -445,13 +475,15 @@ mod tests {
         let f = dir.join("c.toml");
         std::fs::write(
             &f,
-            "port = 4000\nping_interval = 1000\ntransports = [\"websocket\"]\n",
+            "port = 4000\nping_interval = 1000\ntransports = [\"websocket\"]\nmax_connections = 7\nheader_timeout = 500\n",
         )
         .unwrap();
         let c = load(&["--config", f.to_str().unwrap(), "--port", "5000"]).unwrap();
         assert_eq!(c.port, 5000);
         assert_eq!(c.io.engine.ping_interval, Duration::from_secs(1));
         assert_eq!(c.io.engine.transports, vec![TransportKind::Websocket]);
+        assert_eq!(c.max_connections, Some(7));
+        assert_eq!(c.header_timeout, Duration::from_millis(500));
     }
 
     #[test]
@@ -460,6 +492,11 @@ mod tests {
         assert!(e.to_string().contains("unknown transport"), "{e}");
         let e = load(&["--ping-interval", "0"]).unwrap_err();
         assert!(e.to_string().contains("ping_interval"), "{e}");
+        for opt in ["header_timeout", "body_timeout", "max_connections"] {
+            let flag = format!("--{}", opt.replace('_', "-"));
+            let e = load(&[&flag, "0"]).unwrap_err();
+            assert!(e.to_string().contains(opt), "{e}");
+        }
         let dir = std::env::temp_dir().join(format!("skein-cfg-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
