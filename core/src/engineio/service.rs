@@ -125,7 +125,7 @@ impl<H: EngineHandler> Engine<H> {
             let Some(session) = session else {
                 return err(HttpError::UnknownSid);
             };
-            if session.check_pong_deadline() {
+            if session.check_pong_deadline() || session.is_gone() {
                 return err(HttpError::UnknownSid);
             }
             // Every request of a session speaks the protocol it opened with.

@@ -290,6 +290,14 @@ impl<D> Session<D> {
         }
     }
 
+    /// Whether the session is over for new requests: aborted, or its close packet went
+    /// out. Its driver may not have removed it yet, but the reference forgets a session
+    /// the moment it closes, so a request arriving now is for an unknown session.
+    pub(crate) fn is_gone(&self) -> bool {
+        let st = self.state.lock();
+        st.closing.is_some() && (!st.flush_on_close || st.close_delivered)
+    }
+
     /// Closes the session if its pong is overdue; used when a request arrives, so that a
     /// late timer never lets a dead session live on.
     pub(crate) fn check_pong_deadline(&self) -> bool {
