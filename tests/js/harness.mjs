@@ -16,6 +16,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, "../..");
 export const SKEIN_BIN = process.env.SKEIN_BIN || path.join(REPO, "target/debug/skein");
 export const REFERENCE = path.join(here, "reference-server.mjs");
+/** core/examples/axum.rs, built by `cargo build --workspace --all-targets` beside the binary. */
+export const AXUM_EXAMPLE = process.env.SKEIN_AXUM_BIN || path.join(path.dirname(SKEIN_BIN), "examples/axum");
 /** Which server the suite drives: `skein` (default) or `node` (the reference). */
 export const TARGET = process.env.SKEIN_TEST_TARGET || "skein";
 if (!["skein", "node"].includes(TARGET)) throw new Error(`SKEIN_TEST_TARGET must be skein or node, got ${TARGET}`);
@@ -70,6 +72,10 @@ async function startOnce({ kind = TARGET, args = [], timeoutMs = 20000, extraEnv
   } else if (kind === "node") {
     cmd = process.execPath;
     argv = [REFERENCE];
+  } else if (kind === "axum") {
+    if (!existsSync(AXUM_EXAMPLE)) throw new Error(`axum example not found at ${AXUM_EXAMPLE} (cargo build -p skein-core --examples, or set SKEIN_AXUM_BIN)`);
+    cmd = AXUM_EXAMPLE;
+    argv = [];
   } else {
     throw new Error(`unknown server kind ${kind}`);
   }
