@@ -251,6 +251,15 @@ describe("closing and upgrading edge cases", () => {
     return { probe, first };
   }, { probe: "3probe", first: '42["echo","after"]' }));
 
+  test("polling: a server disconnect with close: DISCONNECT in one GET, the close packet in the next", () => same(async (srv) => {
+    const sid = await joined(srv);
+    const post = httpOut(await h.pollPost(srv.port, sid, '42["disconnect-me",true]'));
+    const first = pollOut(await h.pollGetOrPending(srv.port, sid, 2000));
+    const second = pollOut(await h.pollGetOrPending(srv.port, sid, 2000));
+    const third = pollOut(await h.pollGetOrPending(srv.port, sid, 2000));
+    return { post, first, second, third };
+  }, { post: OK, first: { status: 200, packets: ["41"] }, second: { status: 200, packets: ["1"] }, third: UNKNOWN_SID }));
+
   test("healthy clients unaffected, server alive", () => healthCheck("after closing and upgrading edge cases"));
 });
 

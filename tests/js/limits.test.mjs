@@ -67,6 +67,18 @@ describe("idle and slow connections", { skip: skeinOnly }, () => {
     await h.withTimeout(c.closed, 8000, "idle keep-alive closed");
   });
 
+  test("a long-polling GET waiting for packets is not cut by the header timeout", async () => {
+    const port = ctx.srv.port;
+    const { sid } = await h.pollOpen(port);
+    // Three header timeouts long: the GET stays pending, then gets what is sent.
+    const get = h.pollGet(port, sid, 8000);
+    await h.sleep(3000);
+    assert.equal((await h.pollPost(port, sid, "40")).status, 200);
+    const r = await get;
+    assert.equal(r.status, 200);
+    assert.ok(h.packets(r.body).some((p) => p.startsWith("40{")), r.body);
+  });
+
   test("a polling POST whose body trickles gets 408 and its session closes", async () => {
     const port = ctx.srv.port;
     const { sid } = await h.pollOpen(port);

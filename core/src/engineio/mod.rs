@@ -123,11 +123,13 @@ impl<H: EngineHandler> Engine<H> {
     /// The session is gone: forget it and tell the handler, exactly once (only the
     /// session's driver calls this).
     pub(crate) fn finish(&self, s: &Arc<Session<H::Data>>) {
-        let reason = s
-            .state
-            .lock()
-            .closing
-            .unwrap_or(CloseReason::TransportClose);
+        let reason = {
+            let mut st = s.state.lock();
+            st.finished = true;
+            st.closing.unwrap_or(CloseReason::TransportClose)
+        };
+        // An upgrade still waiting on the session ends now.
+        s.closed.notify_waiters();
         let removed = {
             let mut map = self.sessions.write();
             match map.get(&s.id()) {

@@ -68,10 +68,19 @@ pub(crate) async fn get<H: EngineHandler>(
                 break;
             }
             if !st.queue.is_empty() || st.closing.is_some() {
+                // A graceful close sends what is queued first and the close packet with
+                // the next GET, as the reference does (it closes the transport on
+                // "drain"): the official client handles a close packet at once but the
+                // packets before it a tick later, so a DISCONNECT sharing the close's
+                // payload would be reported as "transport close". On shutdown no GET
+                // will be waited for: everything goes at once.
+                let flushing = st.flush_on_close
+                    && !st.queue.is_empty()
+                    && st.closing != Some(CloseReason::ServerShutdown);
                 for f in st.queue.drain(..) {
                     f.write_polling(&mut body);
                 }
-                if st.closing.is_some() {
+                if st.closing.is_some() && !flushing {
                     if !body.is_empty() {
                         body.push(0x1e);
                     }

@@ -85,6 +85,8 @@ pub(crate) struct State {
     /// The client closed the session with a close packet: a pending polling GET is
     /// released with a noop, as the reference's polling transport does, not a close.
     pub closed_by_client: bool,
+    /// The driver removed the session from the server.
+    pub finished: bool,
     next_beat: Instant,
     awaiting_pong: bool,
 }
@@ -137,6 +139,7 @@ impl<D> Session<D> {
                 upgrading: false,
                 close_delivered: false,
                 closed_by_client: false,
+                finished: false,
                 next_beat: Instant::now() + ping_interval,
                 awaiting_pong: false,
             }),
@@ -290,12 +293,13 @@ impl<D> Session<D> {
         }
     }
 
-    /// Whether the session is over for new requests: aborted, or its close packet went
-    /// out. Its driver may not have removed it yet, but the reference forgets a session
-    /// the moment it closes, so a request arriving now is for an unknown session.
+    /// Whether the session is over for new requests and upgrades: aborted, its close
+    /// packet went out, or it was removed. Its driver may not have removed it yet, but
+    /// the reference forgets a session the moment it closes, so a request arriving now
+    /// is for an unknown session. (A graceful close still flushing is not over.)
     pub(crate) fn is_gone(&self) -> bool {
         let st = self.state.lock();
-        st.closing.is_some() && (!st.flush_on_close || st.close_delivered)
+        st.finished || (st.closing.is_some() && (!st.flush_on_close || st.close_delivered))
     }
 
     /// Closes the session if its pong is overdue; used when a request arrives, so that a

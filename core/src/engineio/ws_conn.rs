@@ -235,10 +235,12 @@ async fn upgrade<H: EngineHandler, T: WsIo>(
                 _ => return None,
             }
         }
-        // Created before looking at the state, so that no close is missed.
+        // Created before looking at the state, so that no close is missed. A session
+        // closing gracefully may still upgrade (and flush over the WebSocket); one that
+        // is gone may not.
         let closed = s.closed.notified();
         tokio::pin!(closed);
-        if s.is_closed() {
+        if s.is_gone() {
             return None;
         }
         let noop_due = tokio::time::Instant::now() + NOOP_EVERY;
@@ -250,7 +252,7 @@ async fn upgrade<H: EngineHandler, T: WsIo>(
             },
             // The session closed (the client went away on polling, a ping timed out):
             // the reference drops the upgrading connection at once.
-            _ = &mut closed => return None,
+            _ = &mut closed => {}
             // While the probe waits for `5`, keep releasing polling GETs, as the
             // reference does, so the client can finish pausing its polling.
             _ = tokio::time::sleep_until(noop_due), if probed => release_idle_get(s),
