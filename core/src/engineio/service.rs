@@ -231,7 +231,14 @@ impl<H: EngineHandler> Engine<H> {
         parts.method = req.method().clone();
         parts.uri = req.uri().clone();
         parts.version = req.version();
-        parts.headers = req.headers().clone();
+        // Copied value by value: hyper's header values are slices of its read buffer,
+        // and keeping them for the session's life would keep that whole buffer (8 KB
+        // or more) alive per connection.
+        parts.headers = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), HeaderValue::from_bytes(v.as_bytes()).ok()?)))
+            .collect();
         let remote: Option<SocketAddr> = req.extensions().get::<RemoteAddr>().map(|r| r.0);
         let open = OpenRequest { parts, remote };
         if t == TransportKind::Websocket {
