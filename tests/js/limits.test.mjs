@@ -93,6 +93,39 @@ describe("idle and slow connections", { skip: skeinOnly }, () => {
   });
 });
 
+describe("out of file descriptors (limit above the fd limit)", { skip: skeinOnly }, () => {
+  const ctx = {};
+  before(async () => {
+    // --max-connections over what 256 descriptors allow: accept itself fails (EMFILE).
+    ctx.srv = await h.startServer({
+      kind: "skein",
+      args: ["--max-connections", "1000", "--header-timeout", "1000"],
+      launcher: ["sh", "-c", 'ulimit -n 256; exec "$0" "$@"'],
+    });
+  });
+  after(async () => {
+    h.closeClients();
+    await ctx.srv?.stop("SIGKILL");
+  });
+
+  test("accept errors: answered 503 through the spare descriptor, logged once per burst", async () => {
+    const port = ctx.srv.port;
+    const idle = Array.from({ length: 300 }, () => h.rawTcp(port));
+    await Promise.all(idle.map((c) => c.connected.catch(() => {})));
+    await h.until(() => idle.some((c) => c.data.startsWith("HTTP/1.1 503")), 5000, "a 503 while out of descriptors");
+    await h.until(async () => (await live(port)) === 200, 15000, "/health/live answers 200 again");
+    const { socket } = await h.connect(ctx.srv.url);
+    await h.assertEchoes(socket, "after running out of descriptors");
+    const log = ctx.srv.stderr.replace(/\x1b\[[0-9;]*m/g, "");
+    const warned = (log.match(/accept failed \(logged once/g) || []).length;
+    // Without the burst logging this was a line every 50 ms for as long as it lasted.
+    assert.ok(warned >= 1 && warned <= 5, `accept failures logged once per burst, got ${warned} warnings`);
+    assert.match(log, /accept failed: recovered count=\d+/);
+    for (const c of idle) c.socket.destroy();
+    h.assertAlive(ctx.srv);
+  });
+});
+
 describe("connection limit (--max-connections 4)", { skip: skeinOnly }, () => {
   const ctx = {};
   before(async () => {
