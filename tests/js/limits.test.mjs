@@ -157,7 +157,7 @@ describe("WebSocket transport edge cases", { skip: skeinOnly }, () => {
     ctx.srv = await h.startServer({
       kind: "skein",
       // Long heartbeat: a slow client must be dropped long before its next ping.
-      args: ["--max-buffered-packets", "8", "--ping-interval", "60000", "--ping-timeout", "60000", "--max-payload", "100000"],
+      args: ["--max-buffered-packets", "64", "--ping-interval", "60000", "--ping-timeout", "60000", "--max-payload", "100000"],
     });
   });
   after(async () => {

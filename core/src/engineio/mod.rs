@@ -5,11 +5,14 @@
 //! - [`ws`]: the WebSocket frame codec (handshake key, client frame decoder);
 //! - [`session`]: one session's queue, heartbeat and close state;
 //! - `polling` and `ws_conn`: the two transports, and the upgrade between them;
+//!   `ws_io`: the connections the WebSocket transport drives (a raw `TcpStream`, or any
+//!   upgraded connection);
 //! - `service`: the HTTP entry point (routing, handshake, the reference errors);
 //! - [`config`] and [`error`]: options and HTTP errors.
 //!
 //! An application implements [`EngineHandler`] and hands requests to
-//! [`Engine::handle`] (or serves it with [`crate::http::serve`]).
+//! [`Engine::handle`] (or serves it with [`crate::http::serve`]); any request body
+//! works, so the engine mounts in any hyper or axum server.
 
 pub mod config;
 pub mod error;
