@@ -1,5 +1,6 @@
 //! A minimal Socket.IO server on the library: `echo` answers with its arguments, `join`
-//! joins a room, `say` broadcasts to a room. Run: `cargo run -p skein-core --example echo`.
+//! joins a room, `say` broadcasts to a room. Run: `cargo run -p skein-core --example echo`
+//! (listens on `$ECHO_ADDR`, default 127.0.0.1:3000).
 
 use std::time::Duration;
 
@@ -28,7 +29,10 @@ async fn main() -> std::io::Result<()> {
             }
         });
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    let listener = tokio::net::TcpListener::bind(
+        std::env::var("ECHO_ADDR").unwrap_or("127.0.0.1:3000".into()),
+    )
+    .await?;
     println!("listening on {}", listener.local_addr()?);
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

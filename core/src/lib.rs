@@ -13,7 +13,9 @@
 //!   their own crates. Connection state recovery's store is behind
 //!   [`adapter::SessionStore`] ([`adapter::recovery`] has the in-memory one), and the
 //!   adapter orders replays ([`adapter::Adapter::replay`]).
-//! - [`http`]: the accept loop that serves any of this over TCP.
+//! - [`http`]: the accept loop that serves any of this over TCP, with its limits
+//!   (header timeout, connection limit). To serve from an axum or other tower
+//!   application instead, mount [`SocketIo::layer`].
 //!
 //! Outgoing packets are encoded once into shared [`engineio::Frame`]s: a broadcast to
 //! ten thousand sockets serializes its packet once and queues ten thousand references.

@@ -8,6 +8,7 @@
 mod apps;
 mod config;
 mod grpc;
+mod limits;
 mod web;
 
 use std::net::SocketAddr;
@@ -184,13 +185,28 @@ async fn run(config: Config) -> Result<()> {
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = config.shutdown_grace;
-    let server = tokio::spawn(skein::http::serve(
+    let nofile = limits::raise_nofile();
+    let max_connections = config
+        .max_connections
+        .or(nofile.map(limits::max_connections_for));
+    tracing::info!(
+        ?max_connections,
+        open_file_limit = ?nofile,
+        header_timeout = ?config.header_timeout,
+        "connection limits"
+    );
+    let serve_config = skein::http::ServeConfig {
+        grace,
+        header_timeout: Some(config.header_timeout),
+        max_connections,
+    };
+    let server = tokio::spawn(skein::http::serve_with(
         listener,
         handler,
         async {
             let _ = stop_rx.await;
         },
-        grace,
+        serve_config,
     ));
     shutdown_signal().await;
     tracing::info!(drain = ?config.drain_period, "shutting down");

@@ -77,6 +77,21 @@ fn bad_configuration_is_a_clear_error() {
         "cannot read config file",
     );
     fails_with(&["--port", "seventy"], &[], "invalid value 'seventy'");
+    fails_with(
+        &["--max-connections", "0"],
+        &[],
+        "max_connections must be greater than 0",
+    );
+    fails_with(
+        &[],
+        &[("SKEIN_HEADER_TIMEOUT", "0")],
+        "header_timeout must be greater than 0",
+    );
+    fails_with(
+        &[],
+        &[("SKEIN_BODY_TIMEOUT", "soon")],
+        "invalid value 'soon'",
+    );
     fails_with(&[], &[("SKEIN_PORT", "99999")], "invalid value '99999'");
     let dir = std::env::temp_dir().join(format!("skein-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -178,6 +178,91 @@ describe("polling session misuse", () => {
   test("healthy clients unaffected, server alive", () => healthCheck("after polling misuse"));
 });
 
+describe("closing and upgrading edge cases", () => {
+  const OK = { status: 200, body: "ok" };
+  const upgradeWs = async (srv, sid) => {
+    const ws = new h.RawWs(`${srv.wsUrl}${h.EIO}?EIO=4&transport=websocket&sid=${sid}`);
+    const opened = await h.withTimeout(ws.opened, 3000, "ws open").then(() => true, () => false);
+    return { ws, opened };
+  };
+  const joined = async (srv) => {
+    const { sid } = await h.pollOpen(srv.port);
+    await pollJoin(srv.port, sid);
+    return sid;
+  };
+
+  test("polling: close packet while a GET is pending: the GET gets a noop, the session is gone", () => same(async (srv) => {
+    const sid = await joined(srv);
+    const g = h.pollGetOrPending(srv.port, sid, 2000);
+    await h.sleep(150);
+    const post = httpOut(await h.pollPost(srv.port, sid, "1"));
+    const r = await g;
+    const get = r === "pending" ? r : { status: r.status, packets: h.packets(r.body) };
+    return { post, get, next: httpOut(await h.pollGet(srv.port, sid)) };
+  }, { post: OK, get: { status: 200, packets: ["6"] }, next: UNKNOWN_SID }));
+
+  test("websocket: a second WebSocket for an upgraded session is accepted, then closed; the first keeps working", () => same(async (srv) => {
+    const { sid, ws } = await h.rawUpgrade(srv);
+    const { ws: second, opened } = await upgradeWs(srv, sid);
+    const c = await second.closedWithin(2000);
+    ws.send('42["echo","still"]');
+    const echo = await ws.next(3000).catch((e) => e.message);
+    ws.terminate();
+    second.terminate();
+    return { opened, second: c ? h.closeClass(c.code) : null, secondMsgs: second.messages, echo };
+  }, { opened: true, second: "normal", secondMsgs: [], echo: '42["echo","still"]' }));
+
+  test("websocket: a second WebSocket during an upgrade is accepted, then closed; the upgrade completes", () => same(async (srv) => {
+    const sid = await joined(srv);
+    const { ws } = await upgradeWs(srv, sid);
+    ws.send("2probe");
+    const probe = await ws.next(3000);
+    const { ws: second, opened } = await upgradeWs(srv, sid);
+    const c = await second.closedWithin(2000);
+    ws.send("5");
+    ws.send('42["echo","upgraded"]');
+    const echo = await ws.next(3000).catch((e) => e.message);
+    ws.terminate();
+    second.terminate();
+    return { probe, opened, second: c ? h.closeClass(c.code) : null, echo };
+  }, { probe: "3probe", opened: true, second: "normal", echo: '42["echo","upgraded"]' }));
+
+  test("websocket: an upgrade in progress ends as soon as its session closes", () => same(async (srv) => {
+    const sid = await joined(srv);
+    // The upgrade has begun (the WebSocket is open) but the probe has not come yet.
+    const { ws, opened } = await upgradeWs(srv, sid);
+    const post = httpOut(await h.pollPost(srv.port, sid, "1"));
+    // Well under the 10 s upgrade timeout.
+    const c = await ws.closedWithin(3000);
+    ws.terminate();
+    return { opened, post, closed: c ? h.closeClass(c.code) : null };
+  }, { opened: true, post: OK, closed: "normal" }));
+
+  test("upgrade with no GET pending: no noop is queued, nothing but the session's packets after 5", () => same(async (srv) => {
+    const sid = await joined(srv);
+    const { ws } = await upgradeWs(srv, sid);
+    ws.send("2probe");
+    const probe = await ws.next(3000);
+    await h.sleep(250);
+    ws.send("5");
+    ws.send('42["echo","after"]');
+    const first = await ws.next(3000).catch((e) => e.message);
+    ws.terminate();
+    return { probe, first };
+  }, { probe: "3probe", first: '42["echo","after"]' }));
+
+  test("polling: a server disconnect with close: DISCONNECT in one GET, the close packet in the next", () => same(async (srv) => {
+    const sid = await joined(srv);
+    const post = httpOut(await h.pollPost(srv.port, sid, '42["disconnect-me",true]'));
+    const first = pollOut(await h.pollGetOrPending(srv.port, sid, 2000));
+    const second = pollOut(await h.pollGetOrPending(srv.port, sid, 2000));
+    const third = pollOut(await h.pollGetOrPending(srv.port, sid, 2000));
+    return { post, first, second, third };
+  }, { post: OK, first: { status: 200, packets: ["41"] }, second: { status: 200, packets: ["1"] }, third: UNKNOWN_SID }));
+
+  test("healthy clients unaffected, server alive", () => healthCheck("after closing and upgrading edge cases"));
+});
+
 describe("payload limits (--max-payload 1000)", () => {
   const echoOf = (len) => {
     const head = '42["echo","';

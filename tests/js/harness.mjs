@@ -3,6 +3,7 @@
 import { spawn } from "node:child_process";
 import { before, after } from "node:test";
 import { request as httpRequest } from "node:http";
+import { connect as netConnect } from "node:net";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -15,6 +16,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, "../..");
 export const SKEIN_BIN = process.env.SKEIN_BIN || path.join(REPO, "target/debug/skein");
 export const REFERENCE = path.join(here, "reference-server.mjs");
+/** core/examples/axum.rs, built by `cargo build --workspace --all-targets` beside the binary. */
+export const AXUM_EXAMPLE = process.env.SKEIN_AXUM_BIN || path.join(path.dirname(SKEIN_BIN), "examples/axum");
 /** Which server the suite drives: `skein` (default) or `node` (the reference). */
 export const TARGET = process.env.SKEIN_TEST_TARGET || "skein";
 if (!["skein", "node"].includes(TARGET)) throw new Error(`SKEIN_TEST_TARGET must be skein or node, got ${TARGET}`);
@@ -60,7 +63,7 @@ export async function startServer({ retries = 0, ...opts } = {}) {
   }
 }
 
-async function startOnce({ kind = TARGET, args = [], timeoutMs = 20000, extraEnv = {} }) {
+async function startOnce({ kind = TARGET, args = [], timeoutMs = 20000, extraEnv = {}, launcher = [] }) {
   let cmd, argv;
   if (kind === "skein") {
     if (!existsSync(SKEIN_BIN)) throw new Error(`skein binary not found at ${SKEIN_BIN} (build it with cargo build -p skein-node, or set SKEIN_BIN)`);
@@ -69,6 +72,10 @@ async function startOnce({ kind = TARGET, args = [], timeoutMs = 20000, extraEnv
   } else if (kind === "node") {
     cmd = process.execPath;
     argv = [REFERENCE];
+  } else if (kind === "axum") {
+    if (!existsSync(AXUM_EXAMPLE)) throw new Error(`axum example not found at ${AXUM_EXAMPLE} (cargo build -p skein-core --examples, or set SKEIN_AXUM_BIN)`);
+    cmd = AXUM_EXAMPLE;
+    argv = [];
   } else {
     throw new Error(`unknown server kind ${kind}`);
   }
@@ -76,6 +83,12 @@ async function startOnce({ kind = TARGET, args = [], timeoutMs = 20000, extraEnv
   if (!hasFlag(args, "--host")) argv.push("--host", "127.0.0.1");
   argv.push(...args);
 
+  // A launcher runs the server through another program, e.g.
+  // ["sh", "-c", 'ulimit -n 256; exec "$0" "$@"'] for a low open-file limit.
+  if (launcher.length) {
+    argv = [...launcher.slice(1), cmd, ...argv];
+    cmd = launcher[0];
+  }
   const proc = spawn(cmd, argv, {
     cwd: REPO, // skein resolves node/demo/... relative to the repository root
     stdio: ["ignore", "pipe", "pipe"],
@@ -485,4 +498,104 @@ export async function rawUpgrade(server) {
   const pendingGet = await pending;
   ws.send("5");
   return { sid, ws, pendingGet };
+}
+
+// ---------------------------------------------------------------- raw TCP WebSocket
+/** A masked client WebSocket frame (opcode 1 text, 2 binary, 8 close). */
+export function maskedFrame(opcode, payload) {
+  const data = Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload));
+  const mask = Buffer.from([0x12, 0x34, 0x56, 0x78]);
+  const n = data.length;
+  const head = n < 126 ? Buffer.from([0x80 | opcode, 0x80 | n])
+    : n < 65536 ? Buffer.from([0x80 | opcode, 0x80 | 126, n >> 8, n & 0xff])
+    : Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | 127]), (() => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b; })()]);
+  const body = Buffer.from(data.map((b, i) => b ^ mask[i % 4]));
+  return Buffer.concat([head, mask, body]);
+}
+
+/**
+ * A WebSocket client written on a raw TCP socket, for what `ws` cannot do: bytes sent in
+ * the same write as the upgrade request (`extra`), or a reader that stops reading
+ * (`socket.pause()`). Resolves once the 101 arrived: {socket, status, next(ms), send(frame),
+ * messages, closed (promise), isClosed}. Text frames are strings, binary frames Buffers.
+ */
+export function rawTcpWs(port, { path: p = `${EIO}?EIO=4&transport=websocket`, extra = Buffer.alloc(0), ms = 5000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: "127.0.0.1", port });
+    let buf = Buffer.alloc(0);
+    let head = null;
+    const messages = [];
+    const waiters = [];
+    const wake = () => { for (const w of waiters.splice(0)) w(); };
+    let isClosed = false;
+    const closed = new Promise((r) => socket.once("close", () => { isClosed = true; wake(); r(Date.now()); }));
+    const timer = setTimeout(() => { socket.destroy(); reject(new Error(`no 101 within ${ms} ms`)); }, ms);
+    socket.on("error", () => {});
+    socket.once("close", () => { clearTimeout(timer); if (!head) reject(new Error("closed before the 101")); });
+    const parse = () => {
+      for (;;) {
+        if (buf.length < 2) return;
+        const op = buf[0] & 0x0f;
+        let len = buf[1] & 0x7f;
+        let off = 2;
+        if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4; }
+        else if (len === 127) { if (buf.length < 10) return; len = Number(buf.readBigUInt64BE(2)); off = 10; }
+        if (buf.length < off + len) return;
+        const data = buf.subarray(off, off + len);
+        buf = buf.subarray(off + len);
+        if (op === 1) messages.push(data.toString());
+        else if (op === 2) messages.push(Buffer.from(data));
+        else if (op === 8) messages.push({ close: len >= 2 ? data.readUInt16BE(0) : 1005 });
+        wake();
+      }
+    };
+    socket.on("data", (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (!head) {
+        const i = buf.indexOf("\r\n\r\n");
+        if (i < 0) return;
+        head = buf.subarray(0, i).toString();
+        buf = buf.subarray(i + 4);
+        clearTimeout(timer);
+        const status = Number(head.split(" ")[1]);
+        resolve({
+          socket, status, head, messages, closed,
+          get isClosed() { return isClosed; },
+          send: (frame) => socket.write(frame),
+          /** Next message (text, Buffer or {close}); pings ("2") skipped. */
+          async next(wait = 3000) {
+            const end = Date.now() + wait;
+            for (;;) {
+              while (messages.length) {
+                const m = messages.shift();
+                if (m === "2") continue;
+                return m;
+              }
+              if (isClosed) throw new Error("connection closed");
+              const left = end - Date.now();
+              if (left <= 0) throw new Error(`no message within ${wait} ms`);
+              await new Promise((r) => { const t = setTimeout(r, left); waiters.push(() => { clearTimeout(t); r(); }); });
+            }
+          },
+        });
+      }
+      parse();
+    });
+    const key = Buffer.from("skein-raw-tcp-ws").toString("base64");
+    const req = `GET ${p} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`;
+    socket.write(Buffer.concat([Buffer.from(req), extra]));
+  });
+}
+
+/** A raw TCP connection to `port`: {socket, data (string so far), closed (promise of the time)}. */
+export function rawTcp(port) {
+  const socket = netConnect({ host: "127.0.0.1", port });
+  const conn = { socket, data: "", isClosed: false };
+  socket.setEncoding("latin1");
+  socket.on("data", (d) => { conn.data += d; });
+  socket.on("error", () => {});
+  conn.connected = new Promise((r, j) => { socket.once("connect", r); socket.once("error", j); });
+  conn.closed = new Promise((r) => socket.once("close", () => { conn.isClosed = true; r(Date.now()); }));
+  return conn;
 }

@@ -89,6 +89,9 @@ pub struct EngineConfig {
     pub http_compression_threshold: Option<usize>,
     /// Packets a session may have queued before it is closed as too slow.
     pub max_buffered_packets: usize,
+    /// Time a polling POST has to deliver its whole body; a slower one gets `408` and
+    /// its session closes (a trickled body would hold the request and its buffer).
+    pub body_timeout: Duration,
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -102,6 +105,8 @@ impl std::fmt::Debug for EngineConfig {
             .field("transports", &self.transports)
             .field("cors", &self.cors)
             .field("cookie", &self.cookie)
+            .field("max_buffered_packets", &self.max_buffered_packets)
+            .field("body_timeout", &self.body_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +126,7 @@ impl Default for EngineConfig {
             allow_request: None,
             http_compression_threshold: Some(1024),
             max_buffered_packets: 4096,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

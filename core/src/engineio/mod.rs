@@ -5,11 +5,14 @@
 //! - [`ws`]: the WebSocket frame codec (handshake key, client frame decoder);
 //! - [`session`]: one session's queue, heartbeat and close state;
 //! - `polling` and `ws_conn`: the two transports, and the upgrade between them;
+//!   `ws_io`: the connections the WebSocket transport drives (a raw `TcpStream`, or any
+//!   upgraded connection);
 //! - `service`: the HTTP entry point (routing, handshake, the reference errors);
 //! - [`config`] and [`error`]: options and HTTP errors.
 //!
 //! An application implements [`EngineHandler`] and hands requests to
-//! [`Engine::handle`] (or serves it with [`crate::http::serve`]).
+//! [`Engine::handle`] (or serves it with [`crate::http::serve`]); any request body
+//! works, so the engine mounts in any hyper or axum server.
 
 pub mod config;
 pub mod error;
@@ -20,6 +23,7 @@ pub mod session;
 pub mod sid;
 pub mod ws;
 mod ws_conn;
+mod ws_io;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -122,11 +126,13 @@ impl<H: EngineHandler> Engine<H> {
     /// The session is gone: forget it and tell the handler, exactly once (only the
     /// session's driver calls this).
     pub(crate) fn finish(&self, s: &Arc<Session<H::Data>>) {
-        let reason = s
-            .state
-            .lock()
-            .closing
-            .unwrap_or(CloseReason::TransportClose);
+        let reason = {
+            let mut st = s.state.lock();
+            st.finished = true;
+            st.closing.unwrap_or(CloseReason::TransportClose)
+        };
+        // An upgrade still waiting on the session ends now.
+        s.closed.notify_waiters();
         let removed = {
             let mut map = self.sessions.write();
             match map.get(&s.id()) {
@@ -148,7 +154,7 @@ impl<H: EngineHandler> Engine<H> {
             Packet::Message(text) => self.handler.on_message(s, Message::Text(text)),
             Packet::Binary(bin) => self.handler.on_message(s, Message::Binary(bin)),
             Packet::Close => {
-                s.abort(CloseReason::TransportClose);
+                s.close_by_client();
                 return false;
             }
             // In v4 only the server pings; a client ping outside an upgrade probe is

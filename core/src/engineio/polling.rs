@@ -62,11 +62,25 @@ pub(crate) async fn get<H: EngineHandler>(
                 s.writer.notify_one();
                 break;
             }
+            if st.closed_by_client {
+                // engine.io's polling `onClose` answers a pending GET with a noop.
+                body.push(b'0' + PacketType::Noop as u8);
+                break;
+            }
             if !st.queue.is_empty() || st.closing.is_some() {
+                // A graceful close sends what is queued first and the close packet with
+                // the next GET, as the reference does (it closes the transport on
+                // "drain"): the official client handles a close packet at once but the
+                // packets before it a tick later, so a DISCONNECT sharing the close's
+                // payload would be reported as "transport close". On shutdown no GET
+                // will be waited for: everything goes at once.
+                let flushing = st.flush_on_close
+                    && !st.queue.is_empty()
+                    && st.closing != Some(CloseReason::ServerShutdown);
                 for f in st.queue.drain(..) {
                     f.write_polling(&mut body);
                 }
-                if st.closing.is_some() {
+                if st.closing.is_some() && !flushing {
                     if !body.is_empty() {
                         body.push(0x1e);
                     }
@@ -86,11 +100,15 @@ pub(crate) async fn get<H: EngineHandler>(
 }
 
 /// A POST: decodes the payload and hands each packet to the engine.
-pub(crate) async fn post<H: EngineHandler>(
+pub(crate) async fn post<H: EngineHandler, B>(
     engine: &Arc<Engine<H>>,
     s: Arc<Session<H::Data>>,
-    req: http::Request<hyper::body::Incoming>,
-) -> Response<Full<Bytes>> {
+    req: http::Request<B>,
+) -> Response<Full<Bytes>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<crate::http::BoxError>,
+{
     {
         let mut st = s.state.lock();
         if st.post_pending {
@@ -110,10 +128,16 @@ pub(crate) async fn post<H: EngineHandler>(
         s.abort(CloseReason::TransportError);
         return empty(StatusCode::BAD_REQUEST);
     }
-    let body = match Limited::new(req.into_body(), engine.config.max_payload)
-        .collect()
-        .await
-    {
+    let collect = Limited::new(req.into_body(), engine.config.max_payload).collect();
+    let Ok(collected) = tokio::time::timeout(engine.config.body_timeout, collect).await else {
+        tracing::debug!(sid = %s.id(), "polling POST body too slow, closing");
+        s.abort(CloseReason::TransportError);
+        let mut r = empty(StatusCode::REQUEST_TIMEOUT);
+        r.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        return r;
+    };
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -15,10 +14,12 @@ use super::config::{CorsOrigin, TransportKind};
 use super::error::{empty, HttpError};
 use super::packet::{Frame, PacketType};
 use super::session::Session;
+use super::ws_conn::Mode;
+use super::ws_io::Generic;
 use super::{polling, ws, ws_conn, Engine, EngineHandler, OpenRequest};
-use crate::http::{query_param, RemoteAddr};
+use crate::http::{query_param, BoxError, ConnectionSlot, RemoteAddr};
 
-fn is_ws_upgrade(req: &Request<Incoming>) -> bool {
+fn is_ws_upgrade<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -37,8 +38,14 @@ fn upgrade_error(e: HttpError, message: Option<&str>) -> Response<Full<Bytes>> {
 }
 
 impl<H: EngineHandler> Engine<H> {
-    /// Handles an HTTP request addressed to the engine's path.
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Handles an HTTP request addressed to the engine's path. Any request body works
+    /// (hyper's `Incoming`, axum's `Body`, ...). The WebSocket transport needs the
+    /// request to come from a hyper server with upgrades enabled.
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut resp = self.route(req).await;
         self.add_cors(&mut resp, origin.as_ref());
@@ -71,7 +78,11 @@ impl<H: EngineHandler> Engine<H> {
         h.append(header::VARY, HeaderValue::from_static("Origin"));
     }
 
-    async fn route(self: &Arc<Self>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn route<B>(self: &Arc<Self>, mut req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let upgrade = is_ws_upgrade(&req);
         let err = |e: HttpError| {
             if upgrade {
@@ -114,7 +125,7 @@ impl<H: EngineHandler> Engine<H> {
             let Some(session) = session else {
                 return err(HttpError::UnknownSid);
             };
-            if session.check_pong_deadline() {
+            if session.check_pong_deadline() || session.is_gone() {
                 return err(HttpError::UnknownSid);
             }
             // Every request of a session speaks the protocol it opened with.
@@ -122,10 +133,7 @@ impl<H: EngineHandler> Engine<H> {
                 return err(HttpError::BadRequest);
             }
             if upgrade {
-                if transport != TransportKind::Websocket
-                    || !self.config.allow_upgrades
-                    || session.transport() != TransportKind::Polling
-                {
+                if transport != TransportKind::Websocket || !self.config.allow_upgrades {
                     return err(HttpError::BadRequest);
                 }
                 return self.accept_ws(&mut req, Some(session));
@@ -208,7 +216,7 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     /// Creates and registers a session, and tells the handler.
-    fn open(self: &Arc<Self>, t: TransportKind, req: &Request<Incoming>) -> Arc<Session<H::Data>> {
+    fn open<B>(self: &Arc<Self>, t: TransportKind, req: &Request<B>) -> Arc<Session<H::Data>> {
         let c = &self.config;
         let s = Arc::new(Session::new(
             super::Sid::new(),
@@ -223,7 +231,14 @@ impl<H: EngineHandler> Engine<H> {
         parts.method = req.method().clone();
         parts.uri = req.uri().clone();
         parts.version = req.version();
-        parts.headers = req.headers().clone();
+        // Copied value by value: hyper's header values are slices of its read buffer,
+        // and keeping them for the session's life would keep that whole buffer (8 KB
+        // or more) alive per connection.
+        parts.headers = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), HeaderValue::from_bytes(v.as_bytes()).ok()?)))
+            .collect();
         let remote: Option<SocketAddr> = req.extensions().get::<RemoteAddr>().map(|r| r.0);
         let open = OpenRequest { parts, remote };
         if t == TransportKind::Websocket {
@@ -235,9 +250,9 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     /// Answers a WebSocket upgrade and starts the connection task.
-    fn accept_ws(
+    fn accept_ws<B>(
         self: &Arc<Self>,
-        req: &mut Request<Incoming>,
+        req: &mut Request<B>,
         existing: Option<Arc<Session<H::Data>>>,
     ) -> Response<Full<Bytes>> {
         let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
@@ -248,42 +263,58 @@ impl<H: EngineHandler> Engine<H> {
         let (Some(key), true) = (key, version_ok) else {
             return upgrade_error(HttpError::BadRequest, None);
         };
-        let session = match existing {
-            Some(s) => Some(s),
-            None => Some(self.open(TransportKind::Websocket, req)),
+        let (session, mode) = match existing {
+            Some(s) => {
+                // One upgrade per session. Like the reference, a second WebSocket (the
+                // session is upgrading, upgraded, or closing) is accepted and closed at
+                // once; the session carries on.
+                let mut st = s.state.lock();
+                let mode = if st.closing.is_some()
+                    || st.upgrading
+                    || st.transport != TransportKind::Polling
+                {
+                    Mode::Refuse
+                } else {
+                    st.upgrading = true;
+                    Mode::Upgrade
+                };
+                drop(st);
+                (s, mode)
+            }
+            None => (self.open(TransportKind::Websocket, req), Mode::Fresh),
         };
-        let fresh = req
-            .uri()
-            .query()
-            .and_then(|q| query_param(q, "sid"))
-            .is_none();
+        // The connection counts against `max_connections` for as long as it lives.
+        let slot = req.extensions().get::<ConnectionSlot>().cloned();
         let on_upgrade = hyper::upgrade::on(req);
         let engine = self.clone();
         tokio::spawn(async move {
-            let s = session.expect("set above");
-            let stream = match on_upgrade.await {
-                Ok(up) => {
-                    match up.downcast::<TokioIo<TcpStream>>() {
-                        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
-                        Err(_) => {
-                            tracing::error!("websocket needs a plain TCP connection (served by skein::http::serve)");
-                            None
-                        }
+            let _slot = slot;
+            match on_upgrade.await {
+                // Served on a plain TCP connection by hyper's HTTP/1 server: the
+                // transport drives the socket itself.
+                Ok(up) => match up.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => {
+                        let io = parts.io.into_inner();
+                        let _ = io.set_nodelay(true);
+                        ws_conn::run(engine, session, mode, io, parts.read_buf).await;
                     }
-                }
+                    // Anything else (axum's server, TLS): through AsyncRead/AsyncWrite.
+                    Err(up) => {
+                        let io = Generic(TokioIo::new(up));
+                        ws_conn::run(engine, session, mode, io, Bytes::new()).await;
+                    }
+                },
                 Err(e) => {
                     tracing::debug!(error = %e, "websocket upgrade failed");
-                    None
+                    match mode {
+                        Mode::Fresh => {
+                            session.abort(super::CloseReason::TransportError);
+                            engine.finish(&session);
+                        }
+                        Mode::Upgrade => session.state.lock().upgrading = false,
+                        Mode::Refuse => {}
+                    }
                 }
-            };
-            match (stream, fresh) {
-                (Some((io, buf)), true) => ws_conn::run_fresh(engine, s, io, buf).await,
-                (Some((io, buf)), false) => ws_conn::run_upgrade(engine, s, io, buf).await,
-                (None, true) => {
-                    s.abort(super::CloseReason::TransportError);
-                    engine.finish(&s);
-                }
-                (None, false) => {}
             }
         });
         Response::builder()

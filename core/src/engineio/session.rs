@@ -82,6 +82,11 @@ pub(crate) struct State {
     pub upgrading: bool,
     /// A polling GET carried the close packet: a graceful close is complete.
     pub close_delivered: bool,
+    /// The client closed the session with a close packet: a pending polling GET is
+    /// released with a noop, as the reference's polling transport does, not a close.
+    pub closed_by_client: bool,
+    /// The driver removed the session from the server.
+    pub finished: bool,
     next_beat: Instant,
     awaiting_pong: bool,
 }
@@ -95,6 +100,12 @@ pub struct Session<D> {
     pub(crate) writer: Notify,
     /// Wakes the polling driver (close, upgrade).
     pub(crate) driver: Notify,
+    /// Wakes every task that waits for the session to close (`notify_waiters`: it
+    /// leaves no permit, so waiters create their `notified()` before they look at
+    /// `closing`). Separate from `writer`, so that a WebSocket task with output
+    /// pending hears of a close without waking for every queued frame, and from
+    /// `driver`, whose single permit belongs to the polling driver.
+    pub(crate) closed: Notify,
     ping_interval: Duration,
     ping_timeout: Duration,
     max_buffered: usize,
@@ -127,11 +138,14 @@ impl<D> Session<D> {
                 post_pending: false,
                 upgrading: false,
                 close_delivered: false,
+                closed_by_client: false,
+                finished: false,
                 next_beat: Instant::now() + ping_interval,
                 awaiting_pong: false,
             }),
             writer: Notify::new(),
             driver: Notify::new(),
+            closed: Notify::new(),
             ping_interval,
             ping_timeout,
             max_buffered,
@@ -220,6 +234,17 @@ impl<D> Session<D> {
         drop(st);
         self.writer.notify_one();
         self.driver.notify_one();
+        self.closed.notify_waiters();
+    }
+
+    /// The client sent the close packet: the session ends at once.
+    pub(crate) fn close_by_client(&self) {
+        let mut st = self.state.lock();
+        if st.closing.is_none() {
+            st.closed_by_client = true;
+        }
+        drop(st);
+        self.abort(CloseReason::TransportClose);
     }
 
     /// Records a pong.
@@ -271,6 +296,15 @@ impl<D> Session<D> {
                 return false;
             }
         }
+    }
+
+    /// Whether the session is over for new requests and upgrades: aborted, its close
+    /// packet went out, or it was removed. Its driver may not have removed it yet, but
+    /// the reference forgets a session the moment it closes, so a request arriving now
+    /// is for an unknown session. (A graceful close still flushing is not over.)
+    pub(crate) fn is_gone(&self) -> bool {
+        let st = self.state.lock();
+        st.finished || (st.closing.is_some() && (!st.flush_on_close || st.close_delivered))
     }
 
     /// Closes the session if its pong is overdue; used when a request arrives, so that a

@@ -18,6 +18,9 @@ use crate::engineio::{CloseReason, EngineHandler, Message, OpenRequest, Session}
 struct Partial {
     packet: Packet,
     bins: Vec<Bytes>,
+    /// Bytes of `bins` so far: one packet's attachments are bounded by `max_payload`,
+    /// as a polling POST, which carries a whole binary packet, is.
+    bytes: usize,
 }
 
 /// Per-connection state: the sockets of each joined namespace.
@@ -128,6 +131,7 @@ impl SioHandler {
             *s.data.partial.lock() = Some(Partial {
                 packet,
                 bins: Vec::new(),
+                bytes: 0,
             });
             return Ok(());
         }
@@ -146,6 +150,11 @@ impl SioHandler {
             let Some(p) = guard.as_mut() else {
                 return Err(DecodeError::UnexpectedBinary);
             };
+            p.bytes = p.bytes.saturating_add(b.len());
+            if p.bytes > self.io.config.engine.max_payload {
+                guard.take();
+                return Err(DecodeError::AttachmentsTooLarge);
+            }
             p.bins.push(b);
             if p.bins.len() < p.packet.attachments {
                 return Ok(());

@@ -4,7 +4,8 @@
 //! - `client`: the Engine.IO handler that decodes packets and connects namespaces;
 //! - [`namespace`], [`socket`]: namespaces with middlewares, sockets with handlers and acks;
 //! - [`broadcast`]: the broadcast operators and remote sockets;
-//! - [`server`]: [`SocketIo`], its options and HTTP entry point.
+//! - [`server`]: [`SocketIo`], its options and HTTP entry point; [`layer`]: the tower
+//!   layer that mounts it in a hyper or axum application.
 
 mod ack;
 pub mod broadcast;
@@ -13,6 +14,7 @@ mod connect_timeout;
 pub mod data;
 pub mod gate;
 mod handshake;
+pub mod layer;
 pub mod namespace;
 pub mod packet;
 #[cfg(test)]
@@ -25,6 +27,7 @@ pub use broadcast::{BroadcastOperator, IntoRooms, PartialAcks, RemoteSocket};
 pub use client::ClientData;
 pub use data::Data;
 pub use handshake::Handshake;
+pub use layer::{SocketIoLayer, SocketIoService};
 pub use namespace::{ConnectError, Namespace, NsHandlers};
 pub use server::{SocketIo, SocketIoConfig};
 pub use socket::{AckError, AckSender, EmitError, Socket, SocketRef};

@@ -65,6 +65,8 @@ pub enum DecodeError {
     UnexpectedBinary,
     #[error("text packet while attachments are expected")]
     UnexpectedText,
+    #[error("attachments of one packet over max_payload bytes")]
+    AttachmentsTooLarge,
 }
 
 /// Event names reserved by Socket.IO: clients may not send them, servers may not emit them.

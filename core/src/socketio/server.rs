@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use parking_lot::RwLock;
 use regex::Regex;
 
@@ -303,17 +302,27 @@ impl SocketIo {
         &self.engine
     }
 
-    /// Handles a request on the server's path; anything else gets 404.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let path = &self.inner.config.engine.path;
-        let p = req.uri().path();
-        if p.starts_with(path.as_str()) || p == path.trim_end_matches('/') {
+    /// Handles a request on the server's path; anything else gets 404. Any request body
+    /// works (hyper's `Incoming`, axum's `Body`, ...); see [`SocketIo::layer`] to mount
+    /// the server beside other routes.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::http::BoxError>,
+    {
+        if self.owns(req.uri().path()) {
             self.engine.handle(req).await
         } else {
             let mut r = Response::new(Full::new(Bytes::from_static(b"Not Found")));
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
         }
+    }
+
+    /// Whether a request path is the server's (its path, with or without the slash).
+    pub fn owns(&self, p: &str) -> bool {
+        let path = &self.inner.config.engine.path;
+        p.starts_with(path.as_str()) || p == path.trim_end_matches('/')
     }
 
     /// This server as an [`HttpHandler`] for [`crate::http::serve`].

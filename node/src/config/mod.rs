@@ -47,6 +47,10 @@ pub struct Config {
     pub port: u16,
     pub io: SocketIoConfig,
     pub shutdown_grace: Duration,
+    /// Time a connection has to send a request head (also bounds idle keep-alive).
+    pub header_timeout: Duration,
+    /// Connections served at once; `None`: derived from the open-file limit at startup.
+    pub max_connections: Option<usize>,
     /// How long SIGTERM takes to close the connections.
     pub drain_period: Duration,
     pub log: String,
@@ -223,7 +227,13 @@ fn resolve(l: &mut Layers) -> Config {
         allow_request: None,
         http_compression_threshold: bool_or(l, "http_compression", true).then_some(1024),
         max_buffered_packets: count_or(l, "max_buffered_packets", 4096).max(1),
+        body_timeout: ms(l, "body_timeout", 30_000),
     };
+    let header_timeout = ms(l, "header_timeout", 10_000);
+    let max_connections = l.usize("max_connections");
+    if max_connections == Some(0) {
+        l.error("max_connections", "max_connections must be greater than 0");
+    }
     let log = string_or(l, "log", "info");
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         l.error("log", format!("log: invalid filter {log:?}: {e}"));
@@ -302,6 +312,8 @@ fn resolve(l: &mut Layers) -> Config {
             l.default("shutdown_grace", v as i64);
             v
         }),
+        header_timeout,
+        max_connections,
         log,
         log_json: log_format == "json",
         demo: bool_or(l, "demo", false),

@@ -47,6 +47,24 @@ fn defaults_match_reference() {
     assert_eq!(c.io.connect_timeout, Duration::from_secs(45));
     assert!(c.io.engine.cors.is_none());
     assert_eq!(c.drain_period, Duration::from_secs(10));
+    assert_eq!(c.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.io.engine.body_timeout, Duration::from_secs(30));
+    assert_eq!(c.max_connections, None);
+    assert!(c.io.cleanup_empty_child_namespaces);
+}
+
+#[test]
+fn connection_limits_load_and_refuse_zero() {
+    let f = tmp_file("limits.toml", "max_connections = 7\nheader_timeout = 500\n");
+    let c = load_ok(&["--config", f.to_str().unwrap(), "--body-timeout", "800"]);
+    assert_eq!(c.max_connections, Some(7));
+    assert_eq!(c.header_timeout, Duration::from_millis(500));
+    assert_eq!(c.io.engine.body_timeout, Duration::from_millis(800));
+    for opt in ["header_timeout", "body_timeout", "max_connections"] {
+        let flag = format!("--{}", opt.replace('_', "-"));
+        let e = errors(&[&flag, "0"]);
+        assert!(e.iter().any(|m| m.contains(opt)), "{opt}: {e:?}");
+    }
 }
 
 #[test]

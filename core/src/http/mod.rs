@@ -1,11 +1,17 @@
-//! Serving over TCP: the accept loop, connection-level details and query parsing.
+//! Serving over TCP: the accept loop, connection-level limits and query parsing.
 //!
 //! Each connection is served by hyper's HTTP/1.1 server with upgrades enabled, so the
-//! WebSocket transport can take the raw `TcpStream` back after the handshake.
+//! WebSocket transport can take the raw `TcpStream` back after the handshake. The loop
+//! bounds what a hostile or broken client can hold: a request head must arrive within
+//! [`ServeConfig::header_timeout`] (which also closes idle keep-alive connections), and
+//! past [`ServeConfig::max_connections`] new connections are answered 503 and closed.
+
+mod limits;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,8 +19,14 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+
+pub use limits::ConnectionSlot;
+use limits::{out_of_fds, Burst, Limiter, Reserve};
+
+/// The error type request bodies may have (what hyper and axum use).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The peer address of the connection a request came on (a request extension).
 #[derive(Debug, Clone, Copy)]
@@ -24,18 +36,69 @@ pub struct RemoteAddr(pub SocketAddr);
 pub type HttpHandler =
     Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;
 
+/// Options of [`serve_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Time open connections get to finish once shutdown starts.
+    pub grace: Duration,
+    /// Time a connection has to send a complete request head, counted from when it
+    /// opens or its previous response went out. It bounds slow heads and idle
+    /// keep-alive connections alike (not WebSocket connections, which the heartbeat
+    /// watches, nor a long-polling GET waiting for packets). `None`: no limit.
+    pub header_timeout: Option<Duration>,
+    /// Connections served at once, HTTP and WebSocket alike; over it, a new connection
+    /// gets `503` with `Retry-After` and is closed. `None`: no limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            grace: Duration::from_secs(5),
+            header_timeout: Some(Duration::from_secs(10)),
+            max_connections: None,
+        }
+    }
+}
+
 /// Serves `handler` on `listener` until `shutdown` resolves; then stops accepting and
-/// gives open connections `grace` to finish.
+/// gives open connections `grace` to finish. The other options are the defaults of
+/// [`ServeConfig`].
 pub async fn serve(
     listener: TcpListener,
     handler: HttpHandler,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
+    let config = ServeConfig {
+        grace,
+        ..ServeConfig::default()
+    };
+    serve_with(listener, handler, shutdown, config).await
+}
+
+/// Serves `handler` on `listener` until `shutdown` resolves; then stops accepting and
+/// gives open connections `config.grace` to finish.
+pub async fn serve_with(
+    listener: TcpListener,
+    handler: HttpHandler,
+    shutdown: impl Future<Output = ()>,
+    config: ServeConfig,
+) {
+    let grace = config.grace;
     // Connection tasks watch this to finish their in-flight request and close; the
     // strong count of `live` tells how many are still running.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let live = Arc::new(());
+    let limiter = Limiter::new(config.max_connections);
+    let mut accept_errors = Burst::new("accept failed");
+    let mut over_limit = Burst::new("connection limit reached, answering 503");
+    let mut reserve = Reserve::open();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -44,29 +107,52 @@ pub async fn serve(
                 let (stream, remote) = match acc {
                     Ok(a) => a,
                     Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
+                        accept_errors.hit(&e);
+                        if out_of_fds(&e) && reserve.release() {
+                            // The freed descriptor takes the waiting connection, which
+                            // is told to come back later instead of waiting unanswered.
+                            let mut cx = Context::from_waker(Waker::noop());
+                            let answered = match listener.poll_accept(&mut cx) {
+                                Poll::Ready(Ok((s, _))) => s.try_write(limits::BUSY).is_ok(),
+                                _ => false,
+                            };
+                            reserve.reopen();
+                            if answered {
+                                continue;
+                            }
+                        }
+                        // Out of descriptors with no spare, and the like: back off,
+                        // keep serving.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
+                accept_errors.clear();
+                let Some(slot) = limiter.try_acquire() else {
+                    over_limit.hit(&format_args!("{} connections", config.max_connections.unwrap_or(0)));
+                    limiter.reject(stream);
+                    continue;
+                };
+                over_limit.clear();
                 // Small writes (a 101 then the open packet, a polling answer) must not
                 // wait on the peer's delayed ACK.
                 let _ = stream.set_nodelay(true);
                 let h = handler.clone();
+                let req_slot = slot.clone();
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(RemoteAddr(remote));
+                    req.extensions_mut().insert(req_slot.clone());
                     let fut = h(req);
                     async move { Ok::<_, std::convert::Infallible>(fut.await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
+                let conn = builder
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades();
                 let mut stop = stop_rx.clone();
                 let token = live.clone();
                 tokio::spawn(async move {
                     let _token = token;
+                    let _slot = slot;
                     tokio::pin!(conn);
                     let res = tokio::select! {
                         r = conn.as_mut() => r,
