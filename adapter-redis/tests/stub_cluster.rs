@@ -1,34 +1,64 @@
-//! The adapter's routing over an in-process pub/sub stub: several nodes in one process,
-//! no Redis. Checks the cross-node requests and how a silent node is reported.
+//! The Redis transport over an in-process pub/sub stub, on the cluster layer's
+//! in-process fixture: nodes with real clients, no Redis. It checks that the protocol
+//! crosses in the Node adapters' formats (channels, encodings) as it does over the
+//! in-memory bus, and how a silent node is reported.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::json;
-use skein::adapter::{AdapterFactory, BroadcastOptions, LocalAdapter};
-use skein::{Data, Sid};
-use skein_adapter_redis::{Driver, RedisAdapterConfig, RedisAdapterError, RedisAdapterFactory};
+use skein::adapter::cluster::testing::TestCluster;
+use skein::adapter::cluster::{Inbound, Transport};
+use skein::Data;
+use skein_adapter_redis::{Driver, RedisAdapterError, RedisTransport};
+use tokio::sync::mpsc;
 
-/// A pub/sub bus: every published message goes to each subscriber whose channel or
-/// pattern (`prefix*`) matches, like Redis.
+/// A pub/sub bus: every published message goes, in order, to each subscriber whose
+/// channel or pattern (`prefix*`) matches, like Redis.
 #[derive(Default)]
 struct Bus {
-    nodes: Mutex<Vec<(Arc<StubDriver>, Weak<RedisAdapterFactory>)>>,
+    nodes: Mutex<Vec<Arc<StubDriver>>>,
+    /// Every channel anything was published on.
+    channels: Mutex<HashSet<String>>,
 }
 
-#[derive(Default)]
 struct StubDriver {
-    bus: Mutex<Weak<Bus>>,
+    bus: Arc<Bus>,
     channels: Mutex<HashSet<String>>,
     patterns: Mutex<HashSet<String>>,
+    tx: mpsc::UnboundedSender<(String, Vec<u8>)>,
     /// A muted node receives but never publishes (a node that stopped answering).
     muted: std::sync::atomic::AtomicBool,
 }
 
 impl StubDriver {
+    fn new(
+        bus: &Arc<Bus>,
+        transport: Arc<OnceLock<Weak<RedisTransport>>>,
+        inbound: Inbound,
+    ) -> Arc<Self> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
+        tokio::spawn(async move {
+            while let Some((c, p)) = rx.recv().await {
+                if let Some(t) = transport.get().and_then(Weak::upgrade) {
+                    t.route(&c, &p, &inbound);
+                }
+            }
+        });
+        let d = Arc::new(StubDriver {
+            bus: bus.clone(),
+            channels: Mutex::default(),
+            patterns: Mutex::default(),
+            tx,
+            muted: Default::default(),
+        });
+        bus.nodes.lock().push(d.clone());
+        d
+    }
+
     fn matches(&self, channel: &str) -> bool {
         self.channels.lock().contains(channel)
             || self
@@ -45,33 +75,20 @@ impl Driver for StubDriver {
         if self.muted.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        let Some(bus) = self.bus.lock().upgrade() else {
-            return;
-        };
-        let targets: Vec<_> = bus
-            .nodes
-            .lock()
-            .iter()
-            .filter(|(d, _)| d.matches(&channel))
-            .filter_map(|(_, f)| f.upgrade())
-            .collect();
-        // Deliver asynchronously, as a broker would.
-        tokio::spawn(async move {
-            for f in targets {
-                f.route(&channel, &payload);
-            }
-        });
+        self.bus.channels.lock().insert(channel.clone());
+        for n in self.bus.nodes.lock().iter().filter(|n| n.matches(&channel)) {
+            let _ = n.tx.send((channel.clone(), payload.clone()));
+        }
     }
 
     async fn num_sub(&self, channel: &str) -> Result<usize, RedisAdapterError> {
-        let bus = self.bus.lock().upgrade().expect("bus alive");
-        let n = bus
+        Ok(self
+            .bus
             .nodes
             .lock()
             .iter()
-            .filter(|(d, _)| d.channels.lock().contains(channel))
-            .count();
-        Ok(n)
+            .filter(|d| d.channels.lock().contains(channel))
+            .count())
     }
 
     async fn subscribe(
@@ -90,56 +107,50 @@ impl Driver for StubDriver {
     }
 }
 
-struct Node {
-    factory: Arc<RedisAdapterFactory>,
-    driver: Arc<StubDriver>,
-    ns: Arc<dyn skein::Adapter>,
-}
-
-async fn cluster(n: usize) -> (Arc<Bus>, Vec<Node>) {
+async fn cluster(n: usize, timeout: Duration) -> (TestCluster, Vec<Arc<StubDriver>>, Arc<Bus>) {
     let bus = Arc::new(Bus::default());
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        let driver = Arc::new(StubDriver::default());
-        *driver.bus.lock() = Arc::downgrade(&bus);
-        let config = RedisAdapterConfig {
-            node_id: format!("node{i}"),
-            request_timeout: Duration::from_millis(300),
-            ..Default::default()
-        };
-        let factory = Arc::new(RedisAdapterFactory::with_driver(config, driver.clone()));
-        bus.nodes
-            .lock()
-            .push((driver.clone(), Arc::downgrade(&factory)));
-        let ns = factory.create(LocalAdapter::new("/"));
-        ns.init().await.expect("stub subscribe");
-        nodes.push(Node {
-            factory,
-            driver,
-            ns,
-        });
-    }
-    (bus, nodes)
+    let mut drivers = Vec::new();
+    let mut pending = Vec::new();
+    let c = TestCluster::start(n, timeout, |i, cluster| {
+        let slot = Arc::new(OnceLock::new());
+        let d = StubDriver::new(&bus, slot.clone(), cluster.inbound());
+        let t = Arc::new(RedisTransport::new(
+            "socket.io",
+            &format!("node{i}"),
+            d.clone(),
+            None,
+        ));
+        let _ = slot.set(Arc::downgrade(&t));
+        pending.push((d.clone(), t.node_channels()));
+        drivers.push(d);
+        // Node-level channels are subscribed before the layer starts heartbeating.
+        let (d2, chans) = pending.last().cloned().unwrap();
+        d2.channels.lock().extend(chans);
+        (t as Arc<dyn Transport>, None)
+    })
+    .await;
+    (c, drivers, bus)
 }
 
 #[tokio::test]
-async fn requests_gather_every_node() {
-    let (_bus, nodes) = cluster(3).await;
-    for (i, n) in nodes.iter().enumerate() {
-        let sid = Sid::new();
-        n.ns.add_all(sid, &[format!("room-{i}").into(), "shared".into()]);
-        let me = n.factory.node_id().to_owned();
-        n.ns.local().on_server_event(
-            "ping",
-            Arc::new(move |d: Data, ack| {
-                if let Some(ack) = ack {
-                    ack(Data::one(json!({ "node": me, "got": d.args })));
-                }
-            }),
-        );
+async fn broadcasts_and_requests_cross_on_the_node_adapters_channels() {
+    let (c, _drivers, bus) = cluster(3, Duration::from_secs(2)).await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let cl = c.connect(i).await;
+        c.socket(i, &cl).join(["shared", &*format!("room-{i}")]);
+        clients.push(cl);
     }
-    assert_eq!(nodes[0].ns.server_count().await, 3);
-    let rooms = nodes[0].ns.all_rooms().await.unwrap();
+    let ns0 = c.nodes[0].io.of("/").unwrap();
+    ns0.to("shared").emit("m", Data::one(json!("hi"))).unwrap();
+    for cl in &mut clients {
+        let (ev, args) = cl
+            .next_event(Duration::from_secs(2))
+            .await
+            .expect("the broadcast");
+        assert_eq!((ev.as_str(), &args[0]), ("m", &json!("hi")));
+    }
+    let rooms = c.nodes[1].io.of("/").unwrap().all_rooms().await.unwrap();
     for r in ["room-0", "room-1", "room-2", "shared"] {
         assert!(
             rooms.items.contains(&r.to_owned()),
@@ -148,51 +159,33 @@ async fn requests_gather_every_node() {
         );
     }
     assert!(rooms.missing.is_empty());
-    let g = nodes[1]
-        .ns
-        .server_side_emit_with_ack(
-            skein::adapter::EventPacket {
-                event: "ping".into(),
-                data: Data::one(json!(42)),
-            },
-            Duration::from_millis(500),
-        )
-        .await
-        .unwrap();
-    let mut answered: Vec<String> = g
-        .items
-        .iter()
-        .map(|d| d.args[0]["node"].as_str().unwrap().to_owned())
-        .collect();
-    answered.sort();
-    assert_eq!(answered, ["node0", "node2"]);
-    assert_eq!(g.items[0].args[0]["got"], json!([42]));
-    // No sockets are connected: every node answers the fetch with an empty list.
-    let f = nodes[0]
-        .ns
-        .fetch_sockets(BroadcastOptions::default())
-        .await
-        .unwrap();
-    assert!(f.items.is_empty(), "no sockets are connected in this test");
+    assert_eq!(
+        ns0.adapter().server_count().await,
+        3,
+        "NUMSUB of the request channel"
+    );
+    let sockets = ns0.fetch_sockets().await.unwrap();
+    assert_eq!(sockets.len(), 3);
+    let chans = bus.channels.lock().clone();
+    for ch in [
+        "socket.io#/#shared#",
+        "socket.io-request#/#",
+        "socket.io-response#/#",
+        "socket.io-skein#heartbeat#",
+    ] {
+        assert!(chans.contains(ch), "{ch} not used: {chans:?}");
+    }
 }
 
 #[tokio::test]
 async fn a_silent_node_is_named_and_does_not_stall_requests() {
-    let (_bus, nodes) = cluster(3).await;
-    // Heartbeats as the real factory sends them, so node0 knows its peers by name.
-    for n in &nodes[1..] {
-        let hb = json!({ "uid": n.factory.node_id(), "type": "hb" }).to_string();
-        nodes[0]
-            .factory
-            .route("socket.io-skein#heartbeat#", hb.as_bytes());
-    }
-    assert_eq!(nodes[0].factory.live_peers(), ["node1", "node2"]);
-    nodes[2]
-        .driver
+    let (c, drivers, _bus) = cluster(3, Duration::from_millis(300)).await;
+    assert_eq!(c.nodes[0].factory.live_peers(), ["node1", "node2"]);
+    drivers[2]
         .muted
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
-    let rooms = nodes[0].ns.all_rooms().await.unwrap();
+    let rooms = c.nodes[0].io.of("/").unwrap().all_rooms().await.unwrap();
     let took = start.elapsed();
     assert_eq!(rooms.missing, ["node2"]);
     assert!(
@@ -200,9 +193,10 @@ async fn a_silent_node_is_named_and_does_not_stall_requests() {
         "{took:?}"
     );
     // A goodbye drops the node at once.
-    let bye = json!({ "uid": "node2", "type": "bye" }).to_string();
-    nodes[0]
-        .factory
-        .route("socket.io-skein#heartbeat#", bye.as_bytes());
-    assert_eq!(nodes[0].factory.live_peers(), ["node1"]);
+    drivers[2]
+        .muted
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    c.nodes[2].factory.goodbye();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.nodes[0].factory.live_peers(), ["node1"]);
 }

@@ -6,7 +6,9 @@
 //! flushes and closes the connections, then exits 0.
 
 mod apps;
+mod cluster;
 mod config;
+mod events;
 mod grpc;
 mod limits;
 mod web;
@@ -16,10 +18,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use skein::SocketIo;
-use skein_adapter_redis::{RedisAdapterConfig, RedisAdapterFactory};
 use tokio::net::TcpListener;
 
-use crate::config::{AdapterChoice, Config};
+use crate::config::Config;
 
 fn main() -> std::process::ExitCode {
     let matches = config::options::command().get_matches();
@@ -76,44 +77,10 @@ fn init_logs(c: &Config) {
 
 async fn run(config: Config) -> Result<()> {
     let mut io_config = config.io.clone();
-    let cluster = match &config.adapter {
-        AdapterChoice::Memory => None,
-        AdapterChoice::Redis {
-            url,
-            key,
-            request_timeout,
-            stream,
-        } => {
-            let f = RedisAdapterFactory::connect(RedisAdapterConfig {
-                url: url.clone(),
-                key: key.clone(),
-                request_timeout: *request_timeout,
-                node_id: config.node_id.clone().unwrap_or_default(),
-            })
-            .await
-            .context("cannot start the redis adapter")?;
-            if let Some(stream) = stream {
-                let rec = io_config.recovery.clone().unwrap_or_default();
-                let cfg = skein_adapter_redis::streams::StreamsConfig {
-                    stream: stream.clone(),
-                    max_len: rec.log_max_len,
-                    max_disconnection: rec.max_disconnection_duration,
-                    max_age: rec.log_max_age,
-                    ..Default::default()
-                };
-                f.enable_streams(url, cfg)
-                    .await
-                    .context("cannot start the redis streams log")?;
-                tracing::info!(
-                    stream,
-                    "redis streams mode: broadcasts and recovery through the stream"
-                );
-            }
-            tracing::info!(node_id = f.node_id(), key, "redis adapter connected");
-            io_config.adapter = Arc::new(f.clone());
-            Some(f)
-        }
-    };
+    let cluster = cluster::start(&config, io_config.recovery.as_ref()).await?;
+    if let Some(f) = &cluster {
+        io_config.adapter = Arc::new(f.clone());
+    }
     let node_id = cluster
         .as_ref()
         .map(|f| f.node_id().to_owned())
@@ -224,6 +191,8 @@ async fn run(config: Config) -> Result<()> {
     io.close(grace).await;
     if let Some(f) = &cluster {
         f.goodbye();
+        // What is queued (the goodbye, the last session writes) gets a moment to leave.
+        let _ = tokio::time::timeout(grace, f.close()).await;
     }
     let _ = tokio::time::timeout(grace, server).await;
     tracing::info!("stopped");

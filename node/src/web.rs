@@ -7,9 +7,9 @@ use anyhow::Result;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
+use skein::adapter::cluster::ClusterFactory;
 use skein::http::HttpHandler;
 use skein::SocketIo;
-use skein_adapter_redis::RedisAdapterFactory;
 
 use crate::apps::demo::INDEX_HTML;
 use crate::config::Config;
@@ -58,7 +58,7 @@ fn respond(status: StatusCode, ctype: &'static str, body: Bytes) -> Response<Ful
 #[derive(Clone)]
 pub struct Metrics {
     pub io: SocketIo,
-    pub cluster: Option<RedisAdapterFactory>,
+    pub cluster: Option<ClusterFactory>,
     /// The gRPC API's subscriber hub, when the API is on.
     pub hub: Option<crate::grpc::Hub>,
 }
@@ -116,7 +116,7 @@ impl Metrics {
             out.push_str("# TYPE skein_cluster_backend_up gauge\n");
             out.push_str(&format!(
                 "skein_cluster_backend_up {}\n",
-                u8::from(!c.redis_down())
+                u8::from(c.backend_up())
             ));
             out.push_str("# TYPE skein_cluster_peers gauge\n");
             out.push_str(&format!("skein_cluster_peers {}\n", c.live_peers().len()));

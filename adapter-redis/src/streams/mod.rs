@@ -48,7 +48,9 @@ use skein::Data;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::msgpack;
-use crate::{RedisAdapterError, Shared};
+use crate::RedisAdapterError;
+use skein::adapter::cluster::message::Message;
+use skein::adapter::cluster::{ClusterLog, Inbound, PeerCount};
 
 mod format;
 mod reader;
@@ -137,8 +139,10 @@ pub(crate) struct StreamLog {
     conn: ConnectionManager,
     replays: mpsc::UnboundedSender<Replay>,
     position: Mutex<String>,
-    /// The node's adapters, to deliver what could not be logged.
-    shared: Weak<Shared>,
+    /// Where what the reader reads (and what could not be logged) goes: the cluster layer.
+    inbound: Inbound,
+    /// How many other nodes are alive (what an unlogged broadcast misses).
+    peers: PeerCount,
     /// Redis answers again after an outage: the sessions of the connected sockets are
     /// written again at once (a restarted Redis without persistence lost them).
     pub(crate) resync: Arc<tokio::sync::Notify>,
@@ -157,7 +161,8 @@ impl StreamLog {
         url: &str,
         cfg: StreamsConfig,
         uid: String,
-        shared: Weak<Shared>,
+        inbound: Inbound,
+        peers: PeerCount,
     ) -> Result<Arc<Self>, RedisAdapterError> {
         let client = redis::Client::open(url).map_err(|e| RedisAdapterError::Url(e.to_string()))?;
         let unreachable = |e: redis::RedisError| RedisAdapterError::Unreachable(e.to_string());
@@ -188,25 +193,13 @@ impl StreamLog {
             conn: conn.clone(),
             replays,
             position: Mutex::new(start.clone()),
-            shared: shared.clone(),
+            inbound,
+            peers,
             resync: Arc::default(),
         });
         tokio::spawn(write_loop(Arc::downgrade(&log), conn));
-        tokio::spawn(read_loop(
-            client,
-            reader,
-            Arc::downgrade(&log),
-            shared,
-            rrx,
-            start,
-        ));
+        tokio::spawn(read_loop(client, reader, Arc::downgrade(&log), rrx, start));
         Ok(log)
-    }
-
-    /// Whether the stream is not being written or read now.
-    pub(crate) fn is_down(&self) -> bool {
-        use std::sync::atomic::Ordering::Acquire;
-        self.stats.writer_down.load(Acquire) || self.stats.reader_down.load(Acquire)
     }
 
     /// The sorted set of the gaps: spans of broadcasts that a node could not log.
@@ -215,7 +208,7 @@ impl StreamLog {
     }
 
     /// Logs a broadcast; every node (this one too) delivers it from the stream.
-    pub(crate) fn append(&self, nsp: &str, packet: &EventPacket, opts: &BroadcastOptions) {
+    fn append_broadcast(&self, nsp: &str, packet: &EventPacket, opts: &BroadcastOptions) {
         let rooms = |r: &[Room]| r.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let mut flags = serde_json::Map::new();
         if opts.flags.volatile {
@@ -300,15 +293,24 @@ impl StreamLog {
     /// Logs SOCKETS_JOIN (4), SOCKETS_LEAVE (5) or DISCONNECT_SOCKETS (6), as the Node
     /// streams adapter does: the other nodes apply it from the stream, in order with the
     /// broadcasts. The origin has applied it to its own sockets already.
-    pub(crate) fn append_control(&self, nsp: &str, kind: &'static str, data: &Value) {
+    fn append_control(
+        &self,
+        nsp: &str,
+        kind: &'static str,
+        opts: &BroadcastOptions,
+        mut data: Value,
+    ) {
+        let rooms = |r: &[Room]| r.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        data["opts"] =
+            json!({ "rooms": rooms(&opts.rooms), "except": rooms(&opts.except), "flags": {} });
         self.xadd(nsp, kind, data.to_string());
     }
 
-    pub(crate) fn position(&self) -> String {
+    fn position_now(&self) -> String {
         self.position.lock().clone()
     }
 
-    pub(crate) async fn replay(
+    async fn replay_in_reader(
         &self,
         nsp: &str,
         rec: &SessionRecord,
@@ -420,5 +422,55 @@ impl SessionStore for StreamLog {
             .await
             .map_err(|e| AdapterError::Unavailable(e.to_string()))?;
         Ok(raw.as_deref().and_then(decode_session))
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterLog for StreamLog {
+    fn append(&self, nsp: &str, msg: &Message) {
+        match msg {
+            Message::Broadcast { packet, opts } => self.append_broadcast(nsp, packet, opts),
+            Message::SocketsJoin { opts, rooms, .. } => {
+                self.append_control(nsp, "4", opts, json!({ "rooms": rooms }))
+            }
+            Message::SocketsLeave { opts, rooms, .. } => {
+                self.append_control(nsp, "5", opts, json!({ "rooms": rooms }))
+            }
+            Message::DisconnectSockets { opts, close, .. } => {
+                self.append_control(nsp, "6", opts, json!({ "close": close }))
+            }
+            other => tracing::debug!(?other, "not a message the stream carries"),
+        }
+    }
+
+    fn position(&self) -> String {
+        self.position_now()
+    }
+
+    async fn replay(
+        &self,
+        nsp: &str,
+        rec: &SessionRecord,
+        offset: Option<&str>,
+        attach: Attach,
+    ) -> Result<(), NotRecovered> {
+        self.replay_in_reader(nsp, rec, offset, attach).await
+    }
+
+    fn is_up(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        !self.stats.writer_down.load(Acquire) && !self.stats.reader_down.load(Acquire)
+    }
+
+    fn undelivered(&self) -> u64 {
+        self.stats.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn housekeeping(&self) {
+        self.trim_by_age();
+    }
+
+    async fn resync(&self) {
+        self.resync.notified().await
     }
 }

@@ -11,6 +11,8 @@
 use std::sync::atomic::Ordering;
 
 use redis::AsyncConnectionConfig;
+use skein::adapter::cluster::message::Envelope;
+use skein::adapter::cluster::Delivery;
 
 use super::format::{decode_broadcast, entries, options, parse_id, Id};
 use super::*;
@@ -64,7 +66,6 @@ pub(super) async fn read_loop(
     client: redis::Client,
     mut conn: MultiplexedConnection,
     log: Weak<StreamLog>,
-    shared: Weak<Shared>,
     mut replays: mpsc::UnboundedReceiver<Replay>,
     mut last: String,
 ) {
@@ -131,7 +132,7 @@ pub(super) async fn read_loop(
         let RValue::Array(streams) = reply else {
             continue;
         };
-        let (Some(shared), Some(l)) = (shared.upgrade(), log.upgrade()) else {
+        let Some(l) = log.upgrade() else {
             return;
         };
         for s in &streams {
@@ -139,7 +140,10 @@ pub(super) async fn read_loop(
             let Some(list) = pair.get(1) else { continue };
             for (id, f) in entries(list) {
                 if seen.fresh(&f) && !l.own_unlogged(&f) {
-                    deliver(&shared, &id, &f);
+                    match decode_entry(&f) {
+                        Some(env) => (l.inbound)(env, Delivery::Log(id.clone())),
+                        None => tracing::debug!(id, "stream entry: not one this node applies"),
+                    }
                 }
                 last = id;
             }
@@ -190,52 +194,49 @@ impl StreamLog {
     }
 }
 
-fn deliver(shared: &Shared, id: &str, f: &HashMap<String, String>) {
-    let Some(nsp) = f.get("nsp") else { return };
-    let Some(adapter) = shared.adapter(nsp) else {
-        return;
-    };
-    let local = &adapter.local;
-    match f.get("type").map(String::as_str) {
-        Some(BROADCAST) => {
-            let Some((packet, opts)) = decode_broadcast(f) else {
-                tracing::debug!(id, "stream entry: not a broadcast this node delivers");
-                return;
-            };
-            if opts.flags.volatile {
-                local.broadcast(&packet, &opts);
-            } else {
-                local.broadcast_logged(packet, &opts, id);
-            }
+/// A stream entry as a message of the cluster protocol: a broadcast (3), or
+/// SOCKETS_JOIN (4), SOCKETS_LEAVE (5), DISCONNECT_SOCKETS (6) from Skein or Node nodes.
+fn decode_entry(f: &HashMap<String, String>) -> Option<Envelope> {
+    let nsp = f.get("nsp")?;
+    let from = f.get("uid").map(String::as_str).unwrap_or("emitter");
+    let msg = match f.get("type").map(String::as_str)? {
+        BROADCAST => {
+            let (packet, opts) = decode_broadcast(f)?;
+            Message::Broadcast { packet, opts }
         }
-        // SOCKETS_JOIN / SOCKETS_LEAVE / DISCONNECT_SOCKETS from the other nodes (Skein's
-        // or Node's); the origin applied its own already.
-        Some(t @ ("4" | "5" | "6")) if f.get("uid").map(String::as_str) != Some(&*shared.uid) => {
-            let Some(data) = f
-                .get("data")
-                .and_then(|d| serde_json::from_str::<Value>(d).ok())
-            else {
-                return;
-            };
-            let Some(opts) = data.get("opts").and_then(options) else {
-                return;
-            };
+        t @ ("4" | "5" | "6") => {
+            let data: Value = serde_json::from_str(f.get("data")?).ok()?;
+            let opts = data.get("opts").and_then(options)?;
             let rooms: Vec<Room> = data
                 .get("rooms")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).map(Room::from).collect())
                 .unwrap_or_default();
             match t {
-                "4" => local.add_sockets(&opts, &rooms),
-                "5" => local.del_sockets(&opts, &rooms),
-                _ => {
-                    let close = data.get("close").and_then(Value::as_bool).unwrap_or(false);
-                    local.disconnect_sockets(&opts, close)
-                }
+                "4" => Message::SocketsJoin {
+                    opts,
+                    rooms,
+                    req: None,
+                },
+                "5" => Message::SocketsLeave {
+                    opts,
+                    rooms,
+                    req: None,
+                },
+                _ => Message::DisconnectSockets {
+                    opts,
+                    close: data.get("close").and_then(Value::as_bool).unwrap_or(false),
+                    req: None,
+                },
             }
         }
-        _ => {}
-    }
+        _ => return None,
+    };
+    Some(Envelope {
+        from: from.into(),
+        nsp: nsp.as_str().into(),
+        msg,
+    })
 }
 
 /// What a session missed after its offset, up to the reader's position `last`.

@@ -26,6 +26,9 @@ use redis::aio::ConnectionManager;
 use skein::adapter::recovery::now_ms;
 use tokio::sync::{watch, Notify};
 
+use skein::adapter::cluster::message::{Envelope, Message};
+use skein::adapter::cluster::Delivery;
+
 use super::format::decode_broadcast;
 use super::{StreamLog, BROADCAST};
 
@@ -301,8 +304,7 @@ impl StreamLog {
         if entries.is_empty() {
             return;
         }
-        let shared = self.shared.upgrade();
-        let peers = shared.as_ref().map_or(0, |s| s.live_peers().len()) as u64;
+        let peers = (self.peers)() as u64;
         self.queue.note_unlogged(entries.iter().map(|q| q.seq));
         for q in entries {
             self.stats.lost.fetch_add(peers, Ordering::Relaxed);
@@ -312,11 +314,13 @@ impl StreamLog {
             }
             self.stats.unlogged.fetch_add(1, Ordering::Relaxed);
             let fields = HashMap::from([("data".to_owned(), q.data)]);
-            let (Some(s), Some((packet, opts))) = (&shared, decode_broadcast(&fields)) else {
-                continue;
-            };
-            if let Some(a) = s.adapter(&q.nsp) {
-                a.local.broadcast(&packet, &opts);
+            if let Some((packet, opts)) = decode_broadcast(&fields) {
+                let env = Envelope {
+                    from: self.uid.as_str().into(),
+                    nsp: q.nsp.as_str().into(),
+                    msg: Message::Broadcast { packet, opts },
+                };
+                (self.inbound)(env, Delivery::Unlogged);
             }
         }
     }

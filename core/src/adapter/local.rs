@@ -22,6 +22,9 @@ struct Rooms {
     of_socket: HashMap<Sid, Vec<Room>>,
 }
 
+/// Called when a room gains its first local member (`true`) or loses its last one.
+pub type RoomHook = Box<dyn Fn(&Room, bool) + Send + Sync>;
+
 /// Answers a server-side event sent with an ack (one value, as the reference).
 pub type ServerAck = Box<dyn FnOnce(Data) + Send>;
 /// Handles an event another server sent with `server_side_emit`.
@@ -34,6 +37,7 @@ pub struct LocalAdapter {
     rooms: RwLock<Rooms>,
     server_events: RwLock<HashMap<String, ServerEventHandler>>,
     recovery: Option<Recovery>,
+    room_hook: std::sync::OnceLock<RoomHook>,
 }
 
 /// Connection state recovery of a namespace.
@@ -61,6 +65,7 @@ impl LocalAdapter {
             rooms: RwLock::new(Rooms::default()),
             server_events: RwLock::new(HashMap::new()),
             recovery: None,
+            room_hook: std::sync::OnceLock::new(),
         }
     }
 
@@ -215,13 +220,35 @@ impl LocalAdapter {
 
     /// Joins rooms without writing the session.
     pub(crate) fn add_rooms(&self, sid: Sid, rooms: &[Room]) {
-        let mut r = self.rooms.write();
-        for room in rooms {
-            if room.parse::<Sid>() == Ok(sid) {
-                continue;
+        let mut created = Vec::new();
+        {
+            let mut r = self.rooms.write();
+            for room in rooms {
+                if room.parse::<Sid>() == Ok(sid) {
+                    continue;
+                }
+                let set = r.members.entry(room.clone()).or_default();
+                if set.is_empty() {
+                    created.push(room.clone());
+                }
+                if set.insert(sid) {
+                    r.of_socket.entry(sid).or_default().push(room.clone());
+                }
             }
-            if r.members.entry(room.clone()).or_default().insert(sid) {
-                r.of_socket.entry(sid).or_default().push(room.clone());
+        }
+        self.rooms_changed(&created, true);
+    }
+
+    /// Calls `hook` when a room gains its first local member (`true`) or loses its last
+    /// one (`false`): what a node receives may depend on it (a cluster adapter).
+    pub fn on_room_change(&self, hook: RoomHook) {
+        let _ = self.room_hook.set(hook);
+    }
+
+    fn rooms_changed(&self, rooms: &[Room], member: bool) {
+        if let Some(h) = self.room_hook.get() {
+            for r in rooms {
+                h(r, member);
             }
         }
     }
@@ -232,33 +259,44 @@ impl LocalAdapter {
     }
 
     fn del_room(&self, sid: Sid, room: &str) {
-        let mut r = self.rooms.write();
-        let Rooms { members, of_socket } = &mut *r;
-        if let Some(set) = members.get_mut(room) {
-            set.remove(&sid);
-            if set.is_empty() {
-                members.remove(room);
-            }
-        }
-        if let Some(list) = of_socket.get_mut(&sid) {
-            list.retain(|x| &**x != room);
-            if list.is_empty() {
-                of_socket.remove(&sid);
-            }
-        }
-    }
-
-    pub fn del_all(&self, sid: Sid) {
-        let mut r = self.rooms.write();
-        let Rooms { members, of_socket } = &mut *r;
-        for room in of_socket.remove(&sid).unwrap_or_default() {
-            if let Some(set) = members.get_mut(&room) {
+        let mut emptied = Vec::new();
+        {
+            let mut r = self.rooms.write();
+            let Rooms { members, of_socket } = &mut *r;
+            if let Some(set) = members.get_mut(room) {
                 set.remove(&sid);
                 if set.is_empty() {
-                    members.remove(&room);
+                    if let Some((name, _)) = members.remove_entry(room) {
+                        emptied.push(name);
+                    }
+                }
+            }
+            if let Some(list) = of_socket.get_mut(&sid) {
+                list.retain(|x| &**x != room);
+                if list.is_empty() {
+                    of_socket.remove(&sid);
                 }
             }
         }
+        self.rooms_changed(&emptied, false);
+    }
+
+    pub fn del_all(&self, sid: Sid) {
+        let mut emptied = Vec::new();
+        {
+            let mut r = self.rooms.write();
+            let Rooms { members, of_socket } = &mut *r;
+            for room in of_socket.remove(&sid).unwrap_or_default() {
+                if let Some(set) = members.get_mut(&room) {
+                    set.remove(&sid);
+                    if set.is_empty() {
+                        members.remove(&room);
+                        emptied.push(room);
+                    }
+                }
+            }
+        }
+        self.rooms_changed(&emptied, false);
     }
 
     /// The rooms of a local socket, its own id first.
@@ -391,7 +429,7 @@ impl LocalAdapter {
         let (tx, rx) = mpsc::unbounded_channel();
         let count = self.broadcast_with_ack(packet, opts, tx.clone());
         let _ = tx.send(AckEvent::Count { node, count });
-        (tx, super::AckStream { nodes: 1, rx })
+        (tx, super::AckStream::new(1, rx))
     }
 
     pub fn fetch_sockets(&self, opts: &BroadcastOptions) -> Vec<SocketInfo> {

@@ -11,6 +11,8 @@
 //! on an ordered publisher, so emits keep their order without awaiting the network.
 //! Calls that wait for other nodes are async and report which nodes did not answer.
 
+mod acks;
+pub mod cluster;
 pub(crate) mod local;
 pub mod recovery;
 
@@ -20,9 +22,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
-pub use local::{LocalAdapter, ServerAck, ServerEventHandler};
+pub use acks::{AckEvent, AckStream, AckSummary};
+pub use local::{LocalAdapter, RoomHook, ServerAck, ServerEventHandler};
 pub use recovery::{
     Attach, LoggedPacket, NotRecovered, RecoveryConfig, SessionRecord, SessionStore, Written,
 };
@@ -66,7 +68,7 @@ mod millis {
 
 /// Which sockets an operation targets: members of any of `rooms` (all sockets when
 /// empty) that are in none of `except`. A socket id names that socket's own room.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BroadcastOptions {
     pub rooms: Vec<Room>,
     pub except: Vec<Room>,
@@ -74,7 +76,7 @@ pub struct BroadcastOptions {
 }
 
 /// An event sent to many sockets, or to other servers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventPacket {
     pub event: String,
     pub data: Data,
@@ -107,22 +109,6 @@ impl<T> Default for Gathered<T> {
             missing: Vec::new(),
         }
     }
-}
-
-/// What a broadcast with acks reports, as it happens.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AckEvent {
-    /// A node sent the packet to this many of its clients.
-    Count { node: String, count: usize },
-    /// One client's ack.
-    Ack { sid: Option<Sid>, data: Data },
-}
-
-/// The acks of a broadcast: `nodes` nodes will each send one `Count`.
-#[derive(Debug)]
-pub struct AckStream {
-    pub nodes: usize,
-    pub rx: mpsc::UnboundedReceiver<AckEvent>,
 }
 
 /// A backend failure. Local delivery never fails; these concern other nodes.
@@ -216,6 +202,22 @@ pub trait Adapter: Send + Sync + 'static {
     /// Sends an event to the other nodes' servers. A single node has none.
     fn server_side_emit(&self, _packet: &EventPacket) -> Result<(), AdapterError> {
         Ok(())
+    }
+
+    /// Sends an event to one node's server (a node-to-node message). A single node has
+    /// no other node.
+    fn server_side_emit_to(&self, node: &str, _packet: &EventPacket) -> Result<(), AdapterError> {
+        Err(AdapterError::Request(format!("no node {node:?}")))
+    }
+
+    /// Sends an event to one node's server and waits up to `timeout` for its answer.
+    async fn server_side_emit_with_ack_to(
+        &self,
+        node: &str,
+        _packet: EventPacket,
+        _timeout: Duration,
+    ) -> Result<Data, AdapterError> {
+        Err(AdapterError::Request(format!("no node {node:?}")))
     }
 
     /// Sends an event to the other nodes' servers and gathers one answer from each.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::namespace::Namespace;
 use super::socket::{check_event, EmitError};
 use super::Data;
-use crate::adapter::{AckEvent, AdapterError, BroadcastOptions, EventPacket, Room, SocketInfo};
+use crate::adapter::{AdapterError, BroadcastOptions, EventPacket, Room, SocketInfo};
 use crate::engineio::Sid;
 
 /// Room names accepted by the operators.
@@ -173,30 +173,17 @@ impl BroadcastOperator {
                 });
             }
         };
-        let (mut counted, mut expected, mut responses) = (0usize, 0usize, Vec::new());
-        loop {
-            if counted >= stream.nodes && responses.len() >= expected {
-                return Ok(responses);
-            }
-            tokio::select! {
-                ev = stream.rx.recv() => match ev {
-                    Some(AckEvent::Count { count, .. }) => {
-                        counted += 1;
-                        expected += count;
-                    }
-                    Some(AckEvent::Ack { data, .. }) => responses.push(data),
-                    None => {
-                        // Every sender is gone: nothing more can come.
-                        tokio::time::sleep_until(deadline).await;
-                        break;
-                    }
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
+        let mut responses = Vec::new();
+        while let Some(data) = stream.next_ack(deadline).await {
+            responses.push(data);
+        }
+        let summary = stream.summary();
+        if !summary.timed_out {
+            return Ok(responses);
         }
         Err(PartialAcks {
             responses,
-            missing_nodes: stream.nodes.saturating_sub(counted),
+            missing_nodes: summary.missing_nodes,
         })
     }
 

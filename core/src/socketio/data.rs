@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 /// The arguments of an event or an ack.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Data {
     /// One JSON value per argument; binary values are placeholders.
     pub args: Vec<Value>,

@@ -255,6 +255,39 @@ impl Namespace {
         })
     }
 
+    /// Sends an event to one other node's server.
+    pub fn server_side_emit_to(
+        &self,
+        node: &str,
+        event: &str,
+        data: Data,
+    ) -> Result<(), AdapterError> {
+        self.adapter.server_side_emit_to(
+            node,
+            &EventPacket {
+                event: event.to_owned(),
+                data,
+            },
+        )
+    }
+
+    /// Sends an event to one other node's server and waits for its answer.
+    pub async fn server_side_emit_with_ack_to(
+        &self,
+        node: &str,
+        event: &str,
+        data: Data,
+        timeout: Duration,
+    ) -> Result<Data, AdapterError> {
+        let packet = EventPacket {
+            event: event.to_owned(),
+            data,
+        };
+        self.adapter
+            .server_side_emit_with_ack_to(node, packet, timeout)
+            .await
+    }
+
     /// Sends an event to the other servers and gathers one answer from each.
     pub async fn server_side_emit_with_ack(
         &self,

@@ -2,13 +2,10 @@
 //! own port beside gRPC health and reflection. Calls to `skein.v1.Skein` need a bearer
 //! token; health (for Kubernetes probes) and reflection (the schema only) do not.
 
-mod args;
-mod hub;
-mod relay;
+pub(crate) mod args;
 mod service;
 #[cfg(test)]
 mod subscribe_tests;
-mod subscription;
 #[cfg(test)]
 mod tests;
 
@@ -20,7 +17,7 @@ use skein_proto::v1::skein_server::SkeinServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
-pub use hub::{Hub, ACK_TIMEOUT};
+pub use crate::events::{Hub, ACK_TIMEOUT};
 pub use service::Api;
 
 /// Checks `authorization: Bearer <token>` against the configured tokens.

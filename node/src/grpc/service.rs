@@ -4,34 +4,29 @@
 use std::pin::Pin;
 
 use futures_util::Stream;
-use skein::adapter::{AckEvent, EventPacket};
+use skein::adapter::cluster::ClusterFactory;
+use skein::adapter::EventPacket;
 use skein::SocketIo;
-use skein_adapter_redis::RedisAdapterFactory;
 use skein_proto::v1::skein_server::Skein;
 use skein_proto::v1::*;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::args;
-use super::hub::{AckOutcome, Filter, Hub, SubStream};
+use crate::events::{AckOutcome, Filter, Hub, SubStream};
 
 /// The API over one node's server.
 #[derive(Clone)]
 pub struct Api {
     io: SocketIo,
-    cluster: Option<RedisAdapterFactory>,
+    cluster: Option<ClusterFactory>,
     node_id: String,
     hub: Hub,
 }
 
 impl Api {
     /// The API of a node whose sockets route their unhandled events through `hub`.
-    pub fn new(
-        io: SocketIo,
-        cluster: Option<RedisAdapterFactory>,
-        node_id: String,
-        hub: Hub,
-    ) -> Self {
+    pub fn new(io: SocketIo, cluster: Option<ClusterFactory>, node_id: String, hub: Hub) -> Self {
         Api {
             io,
             cluster,
@@ -89,44 +84,24 @@ impl Skein for Api {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + timeout;
-            let (mut counted, mut expected, mut received) = (0usize, 0u64, 0u64);
-            let timed_out = loop {
-                if counted >= stream.nodes && received >= expected {
-                    break false;
+            while let Some(data) = stream.next_ack(deadline).await {
+                let ack = emit_with_ack_event::Event::Ack(Ack {
+                    args: Some(args::to_args(data)),
+                });
+                if tx
+                    .send(Ok(EmitWithAckEvent { event: Some(ack) }))
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
-                let ev = tokio::select! {
-                    ev = stream.rx.recv() => ev,
-                    _ = tokio::time::sleep_until(deadline) => break true,
-                };
-                match ev {
-                    Some(AckEvent::Count { count, .. }) => {
-                        counted += 1;
-                        expected += count as u64;
-                    }
-                    Some(AckEvent::Ack { data, .. }) => {
-                        received += 1;
-                        let ack = emit_with_ack_event::Event::Ack(Ack {
-                            args: Some(args::to_args(data)),
-                        });
-                        if tx
-                            .send(Ok(EmitWithAckEvent { event: Some(ack) }))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    None => {
-                        tokio::time::sleep_until(deadline).await;
-                        break true;
-                    }
-                }
-            };
+            }
+            let s = stream.summary();
             let summary = AckSummary {
-                expected,
-                received,
-                timed_out,
-                missing_nodes: stream.nodes.saturating_sub(counted) as u64,
+                expected: s.expected,
+                received: s.received,
+                timed_out: s.timed_out,
+                missing_nodes: s.missing_nodes as u64,
             };
             let ev = emit_with_ack_event::Event::Summary(summary);
             let _ = tx.send(Ok(EmitWithAckEvent { event: Some(ev) })).await;
@@ -227,10 +202,10 @@ impl Skein for Api {
         let r = req.into_inner();
         let ns = args::namespace(&self.io, "namespace", &r.namespace)?;
         let event = args::event(&r.event)?;
-        if event.starts_with(super::relay::RESERVED_PREFIX) {
+        if event.starts_with(crate::events::RESERVED_PREFIX) {
             return Err(Status::invalid_argument(format!(
                 "event: the prefix {:?} is reserved for the nodes",
-                super::relay::RESERVED_PREFIX
+                crate::events::RESERVED_PREFIX
             )));
         }
         let data = args::data(r.args.as_ref(), self.max_payload())?;
@@ -274,7 +249,7 @@ impl Skein for Api {
         req: Request<AckClientEventRequest>,
     ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        if super::hub::parse_id(&r.delivery_id).is_none() {
+        if crate::events::parse_id(&r.delivery_id).is_none() {
             return Err(Status::invalid_argument(
                 "delivery_id: not a delivery id of a ClientEvent",
             ));
@@ -318,7 +293,7 @@ impl Skein for Api {
                 .as_ref()
                 .map(|c| c.live_peers())
                 .unwrap_or_default(),
-            backend_up: self.cluster.as_ref().is_none_or(|c| !c.redis_down()),
+            backend_up: self.cluster.as_ref().is_none_or(|c| c.backend_up()),
             namespaces,
         }))
     }

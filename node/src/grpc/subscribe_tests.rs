@@ -260,7 +260,7 @@ async fn subscribe_and_ack_refuse_bad_arguments() {
 
 #[tokio::test]
 async fn a_forwarded_event_tries_each_advertised_node_then_is_refused() {
-    use super::hub::Filter;
+    use crate::events::Filter;
     let mut f = fixture().await;
     // Two other nodes advertise a subscriber (nothing crosses with the memory adapter:
     // their answers are played here).
@@ -313,7 +313,7 @@ async fn a_forwarded_event_tries_each_advertised_node_then_is_refused() {
 async fn events_queued_for_a_subscriber_that_leaves_go_to_another_or_are_counted() {
     use futures_util::StreamExt;
     let hub = Hub::new("n1", Duration::from_secs(30));
-    let all = super::hub::Filter {
+    let all = crate::events::Filter {
         ns: "/".into(),
         events: vec![],
     };

@@ -7,11 +7,14 @@
 //! - `skein:sub:hello` `{node}`: a node started; nodes with subscribers advertise.
 //! - `skein:sub:adv` `{node, filters}`: the filters of a node's subscribers, sent when
 //!   they change and every few seconds; an advert not refreshed expires.
-//! - `skein:sub:fwd` `{to, id, ns, sid, event, wants_ack}` then the event's arguments:
-//!   an event for node `to` to hand to one of its subscribers.
-//! - `skein:sub:nack` `{to, id}`: node `to`'s forwarded event found no subscriber.
-//! - `skein:sub:ack` `{to, id}` then the ack's arguments, with a server ack: node `to`
-//!   answers `{"found": bool}`, the others `null`.
+//! - `skein:sub:fwd` `{id, ns, sid, event, wants_ack}` then the event's arguments, to
+//!   one node: an event for it to hand to one of its subscribers.
+//! - `skein:sub:nack` `{id}`, to one node: its forwarded event found no subscriber.
+//! - `skein:sub:ack` `{id}` then the ack's arguments, to the node holding the delivery,
+//!   with a server ack: it answers `{"found": bool}`.
+//!
+//! The last three go to one node only (the cluster layer's send-to-one), so the others
+//! neither receive nor decode them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +23,8 @@ use serde_json::{json, Value};
 use skein::{Data, Namespace};
 use skein_proto::v1::ClientEvent;
 
-use super::args::to_args;
 use super::hub::{AckOutcome, Filter, Hub, Retry};
+use crate::grpc::args::to_args;
 
 const HELLO: &str = "skein:sub:hello";
 const ADV: &str = "skein:sub:adv";
@@ -69,9 +72,6 @@ impl Hub {
         });
         on(FWD, |hub, mut d, _| {
             let Some(m) = meta(&d).cloned() else { return };
-            if str_of(&m, "to") != hub.inner.node {
-                return;
-            }
             d.args.remove(0);
             let id = str_of(&m, "id").to_owned();
             let Some((origin, _, _)) = super::hub::parse_id(&id) else {
@@ -93,18 +93,12 @@ impl Hub {
         });
         on(NACK, |hub, d, _| {
             let Some(m) = meta(&d) else { return };
-            if str_of(m, "to") == hub.inner.node {
-                hub.on_nack(str_of(m, "id"));
-            }
+            hub.on_nack(str_of(m, "id"));
         });
         on(ACK, |hub, mut d, ack| {
             let Some(m) = meta(&d).cloned() else { return };
-            let answer = if str_of(&m, "to") == hub.inner.node {
-                d.args.remove(0);
-                json!({ "found": hub.ack_local(str_of(&m, "id"), d) })
-            } else {
-                Value::Null
-            };
+            d.args.remove(0);
+            let answer = json!({ "found": hub.ack_local(str_of(&m, "id"), d) });
             if let Some(a) = ack {
                 a(Data::one(answer));
             }
@@ -124,17 +118,25 @@ impl Hub {
         }
     }
 
-    /// Tells node `to` that its forwarded event `id` found no subscriber here.
-    pub(super) fn nack(&self, to: &str, id: &str) {
-        self.send(NACK, Data::one(json!({ "to": to, "id": id })));
+    fn send_to(&self, node: &str, event: &str, data: Data) {
+        if let Some(ns) = self.ctl() {
+            if let Err(e) = ns.server_side_emit_to(node, event, data) {
+                tracing::debug!(event, node, error = %e, "cannot reach the node");
+            }
+        }
     }
 
-    pub(super) fn hello(&self) {
+    /// Tells node `to` that its forwarded event `id` found no subscriber here.
+    pub(crate) fn nack(&self, to: &str, id: &str) {
+        self.send_to(to, NACK, Data::one(json!({ "id": id })));
+    }
+
+    pub(crate) fn hello(&self) {
         self.send(HELLO, Data::one(json!({ "node": self.inner.node })));
     }
 
     /// Tells the other nodes which events this node's subscribers take.
-    pub(super) fn advertise(&self) {
+    pub(crate) fn advertise(&self) {
         let filters = self.local_filters();
         self.send(
             ADV,
@@ -144,12 +146,13 @@ impl Hub {
 
     pub(super) fn forward(&self, to: &str, id: &str, event: &str, wants_ack: bool, r: &Retry) {
         let m = json!({
-            "to": to, "id": id, "ns": r.ns, "sid": r.sid, "event": event, "wants_ack": wants_ack,
+            "id": id, "ns": r.ns, "sid": r.sid, "event": event, "wants_ack": wants_ack,
         });
         let mut args = Vec::with_capacity(r.data.args.len() + 1);
         args.push(m);
         args.extend(r.data.args.iter().cloned());
-        self.send(
+        self.send_to(
+            to,
             FWD,
             Data {
                 args,
@@ -162,38 +165,35 @@ impl Hub {
         let Some(ns) = self.ctl() else {
             return AckOutcome::Unreachable(node.to_owned());
         };
-        let mut args = vec![json!({ "to": node, "id": id })];
+        let mut args = vec![json!({ "id": id })];
         args.extend(data.args);
         let packet = Data {
             args,
             binary: data.binary,
         };
-        let g = match ns.server_side_emit_with_ack(ACK, packet, ACK_WAIT).await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot route an ack");
-                return AckOutcome::Unreachable(node.to_owned());
-            }
-        };
-        for d in g.items {
-            if let Some(found) = d
+        match ns
+            .server_side_emit_with_ack_to(node, ACK, packet, ACK_WAIT)
+            .await
+        {
+            Ok(d) => match d
                 .args
                 .first()
                 .and_then(|v| v.get("found"))
                 .and_then(Value::as_bool)
             {
-                return if found {
-                    AckOutcome::Sent
-                } else {
+                Some(true) => AckOutcome::Sent,
+                Some(false) => AckOutcome::NotFound,
+                None => AckOutcome::Unreachable(node.to_owned()),
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, node, "cannot route an ack");
+                // A node that is gone holds no delivery any more.
+                if ns.adapter().server_count().await <= 1 {
                     AckOutcome::NotFound
-                };
+                } else {
+                    AckOutcome::Unreachable(node.to_owned())
+                }
             }
-        }
-        if g.missing.is_empty() {
-            // Every node answered and none holds it: its node is gone.
-            AckOutcome::NotFound
-        } else {
-            AckOutcome::Unreachable(node.to_owned())
         }
     }
 }

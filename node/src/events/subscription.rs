@@ -17,7 +17,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub(super) fn matches(&self, ns: &str, event: &str) -> bool {
+    pub(crate) fn matches(&self, ns: &str, event: &str) -> bool {
         self.ns == ns && (self.events.is_empty() || self.events.iter().any(|e| e == event))
     }
 }
@@ -66,7 +66,7 @@ impl Hub {
     /// here takes it; else a forwarded one goes back to its origin (which tries another
     /// node), and one of this node's is refused (ack error) or counted. Never dropped
     /// unseen.
-    pub(super) fn requeue(&self, ev: ClientEvent) {
+    pub(crate) fn requeue(&self, ev: ClientEvent) {
         // It was counted as delivered when it was queued.
         self.inner.delivered.fetch_sub(1, Ordering::Relaxed);
         let (node, id) = (ev.node.clone(), ev.delivery_id.clone());

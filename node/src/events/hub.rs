@@ -20,8 +20,8 @@ use skein_proto::v1::ClientEvent;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
 
-use super::args::to_args;
 pub use super::subscription::{Filter, SubStream};
+use crate::grpc::args::to_args;
 
 /// How long a client's ack waits for an app server by default.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -177,7 +177,7 @@ impl Hub {
         SubStream::new(rx, Arc::downgrade(&self.inner), id)
     }
 
-    pub(super) fn unsubscribe(&self, id: u64) {
+    pub(crate) fn unsubscribe(&self, id: u64) {
         self.inner.subs.write().retain(|s| s.id != id);
         self.advertise();
     }
@@ -189,7 +189,7 @@ impl Hub {
     }
 
     /// The distinct filters of the local subscribers.
-    pub(super) fn local_filters(&self) -> Vec<Filter> {
+    pub(crate) fn local_filters(&self) -> Vec<Filter> {
         let mut out: Vec<Filter> = Vec::new();
         for s in self.inner.subs.read().iter() {
             if !out.contains(&s.filter) {
@@ -199,7 +199,7 @@ impl Hub {
         out
     }
 
-    pub(super) fn set_remote(&self, node: &str, filters: Vec<Filter>) {
+    pub(crate) fn set_remote(&self, node: &str, filters: Vec<Filter>) {
         if node == self.inner.node {
             return;
         }
@@ -241,7 +241,7 @@ impl Hub {
     }
 
     /// Hands an event to one matching local subscriber with room for it.
-    pub(super) fn deliver_local(&self, mut ev: ClientEvent) -> bool {
+    pub(crate) fn deliver_local(&self, mut ev: ClientEvent) -> bool {
         let subs = self.inner.subs.read();
         let matching: Vec<&Sub> = subs
             .iter()
@@ -334,7 +334,7 @@ impl Hub {
     }
 
     /// No subscriber can take the event: an ack gets an error, else it is counted.
-    pub(super) fn refuse(&self, s: &SocketRef, event: &str, ack: Option<AckSender>) {
+    pub(crate) fn refuse(&self, s: &SocketRef, event: &str, ack: Option<AckSender>) {
         tracing::debug!(sid = %s.id(), nsp = s.nsp(), event, "client event with no subscriber");
         match ack {
             Some(a) => {
@@ -350,7 +350,7 @@ impl Hub {
     }
 
     /// Another node could not take a forwarded event: try the next one, or refuse it.
-    pub(super) fn on_nack(&self, id: &str) {
+    pub(crate) fn on_nack(&self, id: &str) {
         let Some(n) = self.own_counter(id) else {
             return;
         };
@@ -395,13 +395,13 @@ impl Hub {
     }
 
     /// The counter of a delivery id of this node and process.
-    pub(super) fn own_counter(&self, id: &str) -> Option<u64> {
+    pub(crate) fn own_counter(&self, id: &str) -> Option<u64> {
         let (node, epoch, n) = parse_id(id)?;
         (node == self.inner.node && epoch == format!("{:x}", self.inner.epoch)).then_some(n)
     }
 
     /// Answers the client of a pending delivery of this node.
-    pub(super) fn ack_local(&self, id: &str, data: Data) -> bool {
+    pub(crate) fn ack_local(&self, id: &str, data: Data) -> bool {
         let Some(n) = self.own_counter(id) else {
             return false;
         };
@@ -437,7 +437,7 @@ impl Hub {
 
     /// The delivery ids of the pending deliveries.
     #[cfg(test)]
-    pub(super) fn pending_ids(&self) -> Vec<String> {
+    pub(crate) fn pending_ids(&self) -> Vec<String> {
         let p = self.inner.pending.lock();
         p.keys()
             .map(|n| format!("{}/{:x}/{n}", self.inner.node, self.inner.epoch))
@@ -478,7 +478,7 @@ fn expire(p: Pending) {
 }
 
 /// `<node>/<epoch>/<counter>`: the node may itself contain slashes.
-pub(super) fn parse_id(id: &str) -> Option<(&str, &str, u64)> {
+pub fn parse_id(id: &str) -> Option<(&str, &str, u64)> {
     let mut parts = id.rsplitn(3, '/');
     let n = parts.next()?.parse().ok()?;
     let epoch = parts.next()?;

@@ -1,0 +1,56 @@
+//! Starting the cluster adapter the configuration chooses. Every backend yields the
+//! same handle, the cluster layer's [`ClusterFactory`]: the rest of the node (metrics,
+//! the gRPC API, shutdown) does not know which backend runs.
+
+use anyhow::{Context, Result};
+use skein::adapter::cluster::ClusterFactory;
+use skein::adapter::RecoveryConfig;
+use skein_adapter_redis::RedisAdapterConfig;
+
+use crate::config::{AdapterChoice, Config};
+
+/// The node's cluster, when it has one (`None`: a single node, in memory).
+pub async fn start(
+    config: &Config,
+    recovery: Option<&RecoveryConfig>,
+) -> Result<Option<ClusterFactory>> {
+    let node_id = config.node_id.clone().unwrap_or_default();
+    let factory = match &config.adapter {
+        AdapterChoice::Memory => return Ok(None),
+        AdapterChoice::Redis {
+            url,
+            key,
+            request_timeout,
+            stream,
+        } => {
+            let streams = stream.as_ref().map(|stream| {
+                let rec = recovery.cloned().unwrap_or_default();
+                skein_adapter_redis::streams::StreamsConfig {
+                    stream: stream.clone(),
+                    max_len: rec.log_max_len,
+                    max_disconnection: rec.max_disconnection_duration,
+                    max_age: rec.log_max_age,
+                    ..Default::default()
+                }
+            });
+            let cfg = RedisAdapterConfig {
+                url: url.clone(),
+                key: key.clone(),
+                request_timeout: *request_timeout,
+                node_id,
+            };
+            let f = skein_adapter_redis::connect(cfg, streams)
+                .await
+                .context("cannot start the redis adapter")?;
+            if let Some(stream) = stream {
+                tracing::info!(
+                    stream,
+                    "redis streams mode: broadcasts and recovery through the stream"
+                );
+            }
+            tracing::info!(node_id = f.node_id(), key, "redis adapter connected");
+            f
+        }
+    };
+    Ok(Some(factory))
+}
