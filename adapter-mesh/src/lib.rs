@@ -1,0 +1,7 @@
+mod fsutil;
+mod log_store;
+mod raft_types;
+mod sm_store;
+pub mod state;
+#[cfg(test)]
+mod storage_tests;
