@@ -37,4 +37,3 @@ pub(crate) type Snapshot = openraft::storage::Snapshot<TypeConfig>;
 pub(crate) type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<u64, E>;
 pub(crate) type RpcError<E = openraft::error::Infallible> =
     openraft::error::RPCError<u64, MeshNode, RaftError<E>>;
-pub(crate) type ClientWriteError = openraft::error::ClientWriteError<u64, MeshNode>;

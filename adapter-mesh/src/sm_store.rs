@@ -111,7 +111,8 @@ fn read_snapshot(path: &Path) -> io::Result<Option<StoredSnapshot>> {
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .ok_or_else(bad)?;
     let meta = bytes.get(4..4 + len).ok_or_else(bad)?;
-    let meta = serde_json::from_slice(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let meta =
+        serde_json::from_slice(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok(Some(StoredSnapshot {
         meta,
         data: bytes[4 + len..].to_vec(),

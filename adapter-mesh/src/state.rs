@@ -291,10 +291,7 @@ mod tests {
         ]));
         assert_eq!(s.index_entries(), 3);
         assert_eq!(s.index_rooms(), 2);
-        assert_eq!(
-            s.nodes_for("/", ["a", "zz"]),
-            BTreeSet::from(["n1", "n2"])
-        );
+        assert_eq!(s.nodes_for("/", ["a", "zz"]), BTreeSet::from(["n1", "n2"]));
         s.apply(Command::Index(vec![IndexChange::Remove {
             nsp: "/".into(),
             room: "a".into(),
@@ -310,7 +307,10 @@ mod tests {
         let mut s = ClusterState::default();
         s.apply(Command::Admit(member("n1", 1)));
         s.apply(Command::Admit(member("n2", 1)));
-        s.apply(Command::Index(vec![add("/", "a", "n1"), add("/", "a", "n2")]));
+        s.apply(Command::Index(vec![
+            add("/", "a", "n1"),
+            add("/", "a", "n2"),
+        ]));
         // Same incarnation (an address update): entries stay.
         s.apply(Command::Admit(member("n1", 1)));
         assert!(s.contains("/", "a", "n1"));
