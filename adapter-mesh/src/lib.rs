@@ -53,6 +53,8 @@ mod metrics;
 mod network;
 mod raft_types;
 mod server;
+#[cfg(test)]
+mod server_tests;
 mod sm_store;
 pub mod state;
 #[cfg(test)]
