@@ -52,6 +52,9 @@ pub struct MeshConfig {
     pub propose_timeout: Duration,
     /// A snapshot is built every this many log entries.
     pub snapshot_every: u64,
+    /// Entries kept in the log once a snapshot covers them: a node less far behind
+    /// catches up from the log, one farther behind gets the snapshot.
+    pub keep_logs: u64,
 }
 
 impl MeshConfig {
@@ -79,6 +82,7 @@ impl MeshConfig {
             rpc_timeout: Duration::from_secs(2),
             propose_timeout: Duration::from_secs(5),
             snapshot_every: 5000,
+            keep_logs: 1000,
         }
     }
 

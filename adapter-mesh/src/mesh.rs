@@ -79,7 +79,7 @@ impl Mesh {
             election_timeout_min: config.election_timeout_min.as_millis() as u64,
             election_timeout_max: config.election_timeout_max.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.keep_logs,
             // Entries travel as JSON: keep one AppendEntries and one snapshot chunk
             // well under the message bound.
             max_payload_entries: 64,

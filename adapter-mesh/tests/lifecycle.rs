@@ -158,3 +158,74 @@ async fn a_gone_voter_leaves_the_index_and_a_learner_takes_its_seat() {
     .await
     .expect("test bounded at 60 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let _serial = SERIAL.lock().await;
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let (ls, addrs) = listeners(3).await;
+        let short = |name: &str| {
+            let mut c = config(dir.path(), name, &addrs);
+            // A snapshot every 10 entries, and the log purged behind it.
+            c.snapshot_every = 10;
+            c.keep_logs = 0;
+            c
+        };
+        let mut nodes = Vec::new();
+        for (i, l) in ls.into_iter().enumerate() {
+            nodes.push(
+                Mesh::start_on(short(&format!("n{}", i + 1)), l)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for n in &nodes {
+            n.joined(Duration::from_secs(20)).await.unwrap();
+        }
+        let mut last = 0;
+        for i in 0..60 {
+            last = nodes[0]
+                .apply_changes(vec![add(&format!("r{i}"), "n1")])
+                .await
+                .unwrap();
+        }
+        nodes[0]
+            .wait_visible(last, Duration::from_secs(5))
+            .await
+            .unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "a snapshot in n1's data dir",
+            || async { dir.path().join("n1/snapshot.bin").exists() },
+        )
+        .await;
+
+        // A new node cannot replay the log from its start: it installs the snapshot
+        // (sent over the mesh in chunks), then follows the log.
+        let n4 = Mesh::start(short("n4")).await.unwrap();
+        n4.joined(Duration::from_secs(20)).await.unwrap();
+        let view = n4.view();
+        assert_eq!(view.rooms("/").count(), 60);
+        assert!(n4.metrics().applied_index >= Some(last));
+
+        // Restarted, it starts from its own snapshot and log.
+        let n4_addr = n4.local_addr();
+        n4.halt().await;
+        let listener = TcpListener::bind(n4_addr).await.unwrap();
+        let n4 = Mesh::start_on(short("n4"), listener).await.unwrap();
+        assert_eq!(
+            n4.view().rooms("/").count(),
+            60,
+            "loaded before any contact"
+        );
+        n4.joined(Duration::from_secs(20)).await.unwrap();
+        n4.halt().await;
+        for n in nodes {
+            n.halt().await;
+        }
+    })
+    .await
+    .expect("test bounded at 60 s");
+}
