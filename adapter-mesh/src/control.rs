@@ -318,7 +318,11 @@ async fn maintain(core: &Core, seen: &mut HashMap<u64, Instant>) {
         }
     };
     if let Some((change, retain)) = change {
-        if let Err(e) = core.raft.change_membership(change, retain).await {
+        let write = async {
+            (core.raft.change_membership(change, retain).await)
+                .map_err(|e| crate::MeshError::Raft(e.to_string()))
+        };
+        if let Err(e) = core.bounded_local(write).await {
             tracing::warn!("mesh: membership change failed: {e}");
         }
     }

@@ -96,15 +96,36 @@ impl Core {
         }
     }
 
+    /// Bounds a local Raft write by `propose_timeout`: a leader cut off from its
+    /// quorum (a minority partition) would otherwise wait for a commit until it hears
+    /// of a newer term.
+    pub(crate) async fn bounded_local<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, MeshError>>,
+    ) -> Result<T, MeshError> {
+        let timeout = self.config.propose_timeout;
+        tokio::time::timeout(timeout, write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(MeshError::NoLeader {
+                    timeout,
+                    reason: "not committed in time: no quorum reached".into(),
+                })
+            })
+    }
+
     /// Commits `command` through the local Raft, if this node leads.
     pub(crate) async fn propose_local(&self, command: Command) -> Result<Outcome, MeshError> {
-        match self.raft.client_write(command).await {
-            Ok(resp) => Ok(Ok(resp.log_id.index)),
-            Err(RError::APIError(CwError::ForwardToLeader(f))) => {
-                Ok(Err(f.leader_node.map(|n| n.mesh)))
+        self.bounded_local(async {
+            match self.raft.client_write(command).await {
+                Ok(resp) => Ok(Ok(resp.log_id.index)),
+                Err(RError::APIError(CwError::ForwardToLeader(f))) => {
+                    Ok(Err(f.leader_node.map(|n| n.mesh)))
+                }
+                Err(e) => Err(MeshError::Raft(e.to_string())),
             }
-            Err(e) => Err(MeshError::Raft(e.to_string())),
-        }
+        })
+        .await
     }
 
     /// Commits `command`, through the leader wherever it is, retrying through
@@ -170,6 +191,10 @@ impl Core {
     /// leader's maintenance promotes it when voters are missing) and commits its member
     /// record.
     pub(crate) async fn admit(&self, member: Member) -> Result<Outcome, MeshError> {
+        self.bounded_local(self.admit_unbounded(member)).await
+    }
+
+    async fn admit_unbounded(&self, member: Member) -> Result<Outcome, MeshError> {
         if member.raft_id == 0 || member.node.is_empty() || member.addresses.mesh.is_empty() {
             return Err(MeshError::Config(
                 "a member needs a name, a Raft id and a mesh address".into(),
