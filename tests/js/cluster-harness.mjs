@@ -1,8 +1,11 @@
 // Multi-node harness: N server processes (skein or the reference, mixed at will) sharing
 // one cluster adapter, plus a private redis-server that a test may stop and restart.
-// The adapter is only a list of flags (`adapterArgs`), so the NATS and Raft-mesh adapters
-// reuse startCluster unchanged; `redisArgs()` builds the flags of the Redis adapter.
+// The adapters are described once, in tests/adapters.json (shared with the Python tests):
+// a suite runs on each of `clusterAdapters()`, and startCluster({adapter}) builds its flags.
 import { spawn } from "node:child_process";
+import { readFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { createServer } from "node:net";
 import { randomBytes } from "node:crypto";
 import { before, after } from "node:test";
@@ -12,6 +15,47 @@ import * as h from "./harness.mjs";
 
 /** The shared Redis of the suite (tests that stop Redis start their own with startRedis). */
 export const REDIS_URL = process.env.SKEIN_TEST_REDIS_URL || "redis://127.0.0.1:6379";
+
+/** The NATS server of the suite (tests that break NATS start their own). */
+export const NATS_URL = process.env.SKEIN_TEST_NATS_URL || "nats://127.0.0.1:4222";
+
+/** Every cluster adapter, as tests/adapters.json describes it. */
+export const ADAPTERS = Object.fromEntries(
+  Object.entries(JSON.parse(readFileSync(path.join(h.REPO, "tests/adapters.json"), "utf8"))).filter(([k]) => !k.startsWith("//")),
+);
+
+/**
+ * The adapters a multi-node suite runs on: every one (or $SKEIN_TEST_ADAPTERS, comma-separated),
+ * those with `recovery` only when asked; the reference server speaks Redis pub/sub only.
+ */
+export function clusterAdapters({ recovery = false } = {}) {
+  if (h.TARGET === "node") return ["redis"];
+  const wanted = process.env.SKEIN_TEST_ADAPTERS ? process.env.SKEIN_TEST_ADAPTERS.split(",") : Object.keys(ADAPTERS);
+  return wanted.filter((a) => ADAPTERS[a] && (!recovery || ADAPTERS[a].recovery));
+}
+
+/**
+ * The flags of `n` nodes of one cluster on `adapter`: one array per node (fresh ports and
+ * directories where the adapter needs them).
+ */
+export async function adapterFlags(adapter, { n = 3, key = uniqueKey(), redisUrl = REDIS_URL, natsUrl = NATS_URL, requestTimeout, recovery = true } = {}) {
+  const spec = ADAPTERS[adapter];
+  if (!spec) throw new Error(`unknown adapter ${adapter}`);
+  const uses = (token) => spec.args.some((a) => a.includes(token));
+  const ports = uses("{mesh_") ? await Promise.all(Array.from({ length: n }, () => freePort())) : [];
+  return Array.from({ length: n }, (_, i) => {
+    const dir = uses("{dir}") ? mkdtempSync(path.join(tmpdir(), `skein-${adapter}-`)) : "";
+    const fill = (a) => a
+      .replaceAll("{key}", key).replaceAll("{redis}", redisUrl).replaceAll("{nats}", natsUrl)
+      .replaceAll("{i}", String(i)).replaceAll("{dir}", dir)
+      .replaceAll("{mesh_port}", String(ports[i] ?? "")).replaceAll("{mesh_seeds}", ports.map((p) => `127.0.0.1:${p}`).join(","));
+    const flags = spec.args.map(fill);
+    if (requestTimeout !== undefined) flags.push(spec.request_timeout, String(requestTimeout));
+    // Suites that compare payloads exactly turn recovery off: it appends an offset.
+    if (!recovery && spec.recovery) flags.push("--recovery", "false");
+    return flags;
+  });
+}
 
 /** A fresh prefix, e.g. `skt-1a2b3c4d`: one per cluster, so tests never see each other's traffic. */
 export const uniqueKey = (prefix = "skt") => `${prefix}-${randomBytes(4).toString("hex")}`;
@@ -102,20 +146,22 @@ const NAMES = "ABCDEFGHIJ";
  * Start `n` nodes of one cluster and wait until it is formed (waitFormed).
  * - kinds: per node "skein" | "node" (default: $SKEIN_TEST_TARGET for all);
  * - adapterArgs: flags of the adapter, an array or `(i, name) => array`; by default built from
- *   `adapter: "redis"`, `redisUrl`, `key` (default: uniqueKey()) and `requestTimeout`;
+ *   `adapter` (a key of tests/adapters.json, default "redis"), `redisUrl`, `natsUrl`, `key`
+ *   (default: uniqueKey()), `requestTimeout` and `recovery` (false: off on an adapter where
+ *   it is on by default, for suites that compare payloads exactly);
  * - args: more flags for every node; nodeIds: default `<name>-<random>`.
  * Returns {key, nodes, node(name), stop(), assertAlive(), waitFormed(expected)}; every node is
  * {name, kind, nodeId, url, port, server, stop(signal), restart(), alive}.
  */
 export async function startCluster({
-  n = 3, kinds, adapter = "redis", redisUrl = REDIS_URL, key = uniqueKey(),
-  requestTimeout, adapterArgs, args = [], nodeIds, formTimeoutMs = 20000, form = true,
+  n = 3, kinds, adapter = "redis", redisUrl = REDIS_URL, natsUrl = NATS_URL, key = uniqueKey(),
+  requestTimeout, recovery = true, adapterArgs, args = [], nodeIds, formTimeoutMs = 20000, form = true,
 } = {}) {
   kinds = kinds || Array.from({ length: n }, () => h.TARGET);
   n = kinds.length;
   if (!adapterArgs) {
-    if (adapter !== "redis") throw new Error(`startCluster: pass adapterArgs for adapter ${adapter}`);
-    adapterArgs = redisArgs({ url: redisUrl, key, requestTimeout });
+    const perNode = await adapterFlags(adapter, { n, key, redisUrl, natsUrl, requestTimeout, recovery });
+    adapterArgs = (i) => perNode[i];
   }
   const flagsOf = (i, name) => (typeof adapterArgs === "function" ? adapterArgs(i, name) : adapterArgs);
   const rand = randomBytes(3).toString("hex");
@@ -131,7 +177,14 @@ export async function startCluster({
       get alive() { return !node.stopped && node.server.proc.exitCode === null && node.server.proc.signalCode === null; },
       /** Signal the process (SIGKILL, SIGTERM...); SIGSTOP/SIGCONT just freeze/thaw it. */
       async stop(signal = "SIGTERM") {
-        if (signal === "SIGSTOP" || signal === "SIGCONT") { node.server.proc.kill(signal); return null; }
+        if (signal === "SIGSTOP" || signal === "SIGCONT") {
+          node.server.proc.kill(signal);
+          // A signal is delivered when the process next runs: wait until it is stopped (or
+          // running again), so that what the test does next meets the state it expects.
+          const want = signal === "SIGSTOP" ? "T" : "[^T]";
+          await h.until(() => new RegExp(`^\\d+ \\(.*\\) (${want})`).test(readFileSync(`/proc/${node.server.proc.pid}/stat`, "utf8")), 2000, `${signal} took effect`);
+          return null;
+        }
         node.stopped = true;
         return node.server.stop(signal);
       },
@@ -149,6 +202,7 @@ export async function startCluster({
 
   const cluster = {
     key,
+    adapter,
     nodes,
     node: (name) => nodes.find((x) => x.name === name),
     waitFormed: (expected = nodes.filter((x) => x.alive).length, ms = formTimeoutMs) =>

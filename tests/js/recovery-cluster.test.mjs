@@ -9,7 +9,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { writeFileSync, mkdtempSync } from "node:fs";
 import path from "node:path";
 import * as h from "./harness.mjs";
-import { startCluster, startRedis, uniqueKey, REDIS_URL } from "./cluster-harness.mjs";
+import { startCluster, startRedis, uniqueKey, clusterAdapters, REDIS_URL } from "./cluster-harness.mjs";
 import { startHaproxy, streamsArgs } from "./deploy.mjs";
 
 const { ask, sleep, waitEvent, until } = h;
@@ -17,9 +17,8 @@ const WS = { transports: ["websocket"] };
 const EVENTS = 1000;
 
 /** The scenario of both acceptance tests: kill or drain the client's node mid-stream. */
-async function survive(signal) {
-  const key = uniqueKey("csr");
-  const cluster = await startCluster({ adapterArgs: streamsArgs(key), args: ["--drain-period", "1000"] });
+async function survive(adapter, signal) {
+  const cluster = await startCluster({ adapter, key: uniqueKey("csr"), args: ["--drain-period", "1000"] });
   const lb = await startHaproxy(cluster.nodes);
   try {
     const client = h.track(h.io(lb.url, { forceNew: true, ...WS, reconnectionDelay: 200, reconnectionDelayMax: 500 }));
@@ -74,15 +73,17 @@ async function survive(signal) {
   }
 }
 
-describe("recovery across nodes behind a load balancer (Redis Streams)", () => {
-  test("SIGKILL: the client resumes on another node with its id, room, data and all 1,000 events once, in order", async () => {
-    await survive("SIGKILL");
-  });
+for (const adapter of clusterAdapters({ recovery: true })) {
+  describe(`[${adapter}] recovery across nodes behind a load balancer`, () => {
+    test("SIGKILL: the client resumes on another node with its id, room, data and all 1,000 events once, in order", async () => {
+      await survive(adapter, "SIGKILL");
+    });
 
-  test("SIGTERM: the drained node's client resumes the same way", async () => {
-    await survive("SIGTERM");
+    test("SIGTERM: the drained node's client resumes the same way", async () => {
+      await survive(adapter, "SIGTERM");
+    });
   });
-});
+}
 
 describe("Redis Streams mode as a cluster adapter", () => {
   const ctx = {};

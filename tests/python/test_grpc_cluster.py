@@ -1,5 +1,5 @@
-"""The gRPC API across a 3-node cluster (Redis adapter): a call to one node has
-cluster-wide effect."""
+"""The gRPC API across a 3-node cluster, on every cluster adapter (tests/adapters.json): a
+call to one node has cluster-wide effect."""
 
 import json
 import os
@@ -13,20 +13,17 @@ import socketio
 import skein_node
 from test_grpc_api import AUTH, TOKEN, stubs  # noqa: F401  (fixture)
 
-REDIS = os.environ.get("SKEIN_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-
-
-def start_node(key, name):
-    n = skein_node.start("--test-handlers", "--grpc-tokens", TOKEN, "--adapter", "redis",
-                         "--redis-url", REDIS, "--redis-key", key, "--node-id", name)
+def start_node(flags, name):
+    n = skein_node.start("--test-handlers", "--grpc-tokens", TOKEN, *flags, "--node-id", name)
     n["name"] = name
     return n
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@pytest.fixture(scope="module", params=skein_node.cluster_adapters())
+def cluster(request):
     key = f"skein-py-{uuid.uuid4().hex[:8]}"
-    nodes = {n: start_node(key, n) for n in ["A", "B", "C"]}
+    flags = skein_node.adapter_flags(request.param, key, 3, recovery=False)
+    nodes = {n: start_node(flags[i], n) for i, n in enumerate(["A", "B", "C"])}
     # Formed when every node counts three servers.
     probe = socketio.SimpleClient()
     probe.connect(f"http://{nodes['A']['http']}", transports=["websocket"])

@@ -19,7 +19,6 @@ import skein_node
 from test_grpc_api import TOKEN, stubs  # noqa: F401  (fixture)
 
 AUTH = [("authorization", f"Bearer {TOKEN}")]
-REDIS = os.environ.get("SKEIN_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 def start_node(*extra):
@@ -156,11 +155,11 @@ def test_an_event_nobody_takes_is_refused_or_counted(api, node):
     assert e.value.details().startswith("namespace:")
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@pytest.fixture(scope="module", params=skein_node.cluster_adapters())
+def cluster(request):
     key = f"skein-py-sub-{uuid.uuid4().hex[:8]}"
-    nodes = {n: start_node("--adapter", "redis", "--redis-url", REDIS, "--redis-key", key,
-                           "--node-id", n) for n in ["A", "B", "C"]}
+    flags = skein_node.adapter_flags(request.param, key, 3, recovery=False)
+    nodes = {n: start_node(*flags[i], "--node-id", n) for i, n in enumerate(["A", "B", "C"])}
     yield nodes
     for n in nodes.values():
         stop_node(n)

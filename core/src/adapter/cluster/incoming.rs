@@ -21,8 +21,9 @@ impl ClusterAdapter {
         let own = *from == *self.node.id;
         let local = &self.local;
         match msg {
+            // With recovery on, a logged broadcast carries its offset to the clients.
             Message::Broadcast { packet, opts } => match delivery {
-                Delivery::Log(offset) if !opts.flags.volatile => {
+                Delivery::Log(offset) if !opts.flags.volatile && local.recovery().is_some() => {
                     local.broadcast_logged(packet, &opts, &offset)
                 }
                 _ => local.broadcast(&packet, &opts),
