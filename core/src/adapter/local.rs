@@ -16,8 +16,10 @@ use crate::socketio::{Data, DisconnectReason, SocketRef};
 
 #[derive(Default)]
 struct Rooms {
-    /// Explicit rooms. A socket's own room (its id) is implicit: never stored.
-    members: HashMap<Room, HashSet<Sid>>,
+    /// Explicit rooms, each with its members' sockets, so that a broadcast reaches them
+    /// without a lookup per member. A socket's own room (its id) is implicit: never
+    /// stored.
+    members: HashMap<Room, HashMap<Sid, SocketRef>>,
     /// The explicit rooms of each socket that has any.
     of_socket: HashMap<Sid, Vec<Room>>,
 }
@@ -213,13 +215,14 @@ impl LocalAdapter {
         self.len() == 0
     }
 
-    pub fn add_all(&self, sid: Sid, rooms: &[Room]) {
-        self.add_rooms(sid, rooms);
-        self.persist(sid);
+    pub fn add_all(&self, s: &SocketRef, rooms: &[Room]) {
+        self.add_rooms(s, rooms);
+        self.persist_socket(s);
     }
 
     /// Joins rooms without writing the session.
-    pub(crate) fn add_rooms(&self, sid: Sid, rooms: &[Room]) {
+    pub(crate) fn add_rooms(&self, s: &SocketRef, rooms: &[Room]) {
+        let sid = s.id();
         let mut created = Vec::new();
         {
             let mut r = self.rooms.write();
@@ -231,7 +234,7 @@ impl LocalAdapter {
                 if set.is_empty() {
                     created.push(room.clone());
                 }
-                if set.insert(sid) {
+                if set.insert(sid, s.clone()).is_none() {
                     r.of_socket.entry(sid).or_default().push(room.clone());
                 }
             }
@@ -325,20 +328,18 @@ impl LocalAdapter {
     pub fn apply(&self, opts: &BroadcastOptions, mut f: impl FnMut(&SocketRef)) {
         let rooms = self.rooms.read();
         let sockets = self.sockets.read();
-        let room_members = |room: &Room, out: &mut dyn FnMut(Sid)| {
+        let room_members = |room: &Room, out: &mut dyn FnMut(&SocketRef)| {
             if let Some(set) = rooms.members.get(room) {
-                set.iter().for_each(|s| out(*s));
+                set.values().for_each(&mut *out);
             }
-            if let Ok(sid) = room.parse::<Sid>() {
-                if sockets.contains_key(&sid) {
-                    out(sid);
-                }
+            if let Some(s) = room.parse::<Sid>().ok().and_then(|sid| sockets.get(&sid)) {
+                out(s);
             }
         };
         let mut except = HashSet::new();
         for r in &opts.except {
             room_members(r, &mut |s| {
-                except.insert(s);
+                except.insert(s.id());
             });
         }
         if opts.rooms.is_empty() {
@@ -349,17 +350,21 @@ impl LocalAdapter {
             }
             return;
         }
+        // The common case, one room and no except: nothing to look up per member.
+        if let ([room], true) = (&opts.rooms[..], except.is_empty()) {
+            room_members(room, &mut f);
+            return;
+        }
         // With several rooms a socket may be in more than one: deliver once.
         let mut seen = HashSet::new();
         let single = opts.rooms.len() == 1;
         for r in &opts.rooms {
-            room_members(r, &mut |sid| {
+            room_members(r, &mut |s| {
+                let sid = s.id();
                 if except.contains(&sid) || (!single && !seen.insert(sid)) {
                     return;
                 }
-                if let Some(s) = sockets.get(&sid) {
-                    f(s);
-                }
+                f(s);
             });
         }
     }
@@ -438,7 +443,8 @@ impl LocalAdapter {
 
     pub fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
         for s in self.targets(opts) {
-            self.add_all(s.id(), rooms);
+            self.add_rooms(&s, rooms);
+            self.persist_socket(&s);
         }
     }
 

@@ -30,7 +30,7 @@ pub use recovery::{
 };
 
 use crate::engineio::Sid;
-use crate::socketio::{Data, Handshake};
+use crate::socketio::{Data, Handshake, SocketRef};
 
 /// A room name. Shared, since one name is held by every membership entry.
 pub type Room = Arc<str>;
@@ -139,9 +139,9 @@ pub trait Adapter: Send + Sync + 'static {
         1
     }
 
-    /// A local socket joins rooms.
-    fn add_all(&self, sid: Sid, rooms: &[Room]) {
-        self.local().add_all(sid, rooms)
+    /// A local socket joins rooms (it may still be connecting: a middleware may join).
+    fn add_all(&self, socket: &SocketRef, rooms: &[Room]) {
+        self.local().add_all(socket, rooms)
     }
 
     /// A local socket leaves a room.

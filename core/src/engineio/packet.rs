@@ -164,6 +164,11 @@ impl Frame {
         &self.buf
     }
 
+    /// The WebSocket frame, taken out (no reference count touched).
+    pub fn into_ws_bytes(self) -> Bytes {
+        self.buf
+    }
+
     /// The Engine.IO packet without the WebSocket header.
     pub fn payload(&self) -> &[u8] {
         &self.buf[self.header_len as usize..]

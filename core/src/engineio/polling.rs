@@ -92,6 +92,8 @@ pub(crate) async fn get<H: EngineHandler>(
                 }
                 break;
             }
+            // Nothing to send: the next frame wakes this GET.
+            st.writer_idle = true;
         }
         notified.await;
     }

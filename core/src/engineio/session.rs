@@ -87,6 +87,12 @@ pub(crate) struct State {
     pub closed_by_client: bool,
     /// The driver removed the session from the server.
     pub finished: bool,
+    /// The writer (the WebSocket task, or a pending polling GET) found the queue empty
+    /// and waits: the next frame wakes it. A frame queued while the writer runs does
+    /// not, since the writer looks at the queue again before it waits: a reply a
+    /// handler queues from the connection's own task costs no wake-up, and a burst
+    /// of broadcasts costs one.
+    pub writer_idle: bool,
     next_beat: Instant,
     awaiting_pong: bool,
 }
@@ -140,6 +146,7 @@ impl<D> Session<D> {
                 close_delivered: false,
                 closed_by_client: false,
                 finished: false,
+                writer_idle: false,
                 next_beat: Instant::now() + ping_interval,
                 awaiting_pong: false,
             }),
@@ -183,8 +190,11 @@ impl<D> Session<D> {
             return Err(SessionClosed);
         }
         st.queue.push_back(frame);
+        let wake = std::mem::take(&mut st.writer_idle);
         drop(st);
-        self.writer.notify_one();
+        if wake {
+            self.writer.notify_one();
+        }
         Ok(())
     }
 
@@ -196,8 +206,11 @@ impl<D> Session<D> {
             return false;
         }
         st.queue.push_back(frame);
+        let wake = std::mem::take(&mut st.writer_idle);
         drop(st);
-        self.writer.notify_one();
+        if wake {
+            self.writer.notify_one();
+        }
         true
     }
 
@@ -341,18 +354,54 @@ impl<D> Session<D> {
     }
 }
 
+/// What the WebSocket task learns of its session in one look (see [`Session::writer_step`]).
+pub(crate) struct WriterStep {
+    pub closing: Option<CloseReason>,
+    pub flush_on_close: bool,
+    pub beat: Beat,
+}
+
 impl<D> Session<D> {
-    /// Takes every queued frame (for the writer).
-    pub(crate) fn take_queue(&self, into: &mut VecDeque<Frame>) {
+    /// One look at the session for the WebSocket task, under one lock: the heartbeat
+    /// (a due ping is queued first), the queued frames when `take` (none: the task is
+    /// about to wait, and the next frame wakes it), and the close state. The task asks
+    /// once per turn of its loop, so a delivery costs it one lock, not one per question.
+    pub(crate) fn writer_step(
+        &self,
+        take: Option<&mut VecDeque<Frame>>,
+        now: Instant,
+    ) -> WriterStep {
         let mut st = self.state.lock();
-        if into.is_empty() {
-            std::mem::swap(into, &mut st.queue);
+        let beat = if now < st.next_beat {
+            Beat::Wait(st.next_beat)
+        } else if st.awaiting_pong {
+            Beat::TimedOut
         } else {
-            into.extend(st.queue.drain(..));
+            st.awaiting_pong = true;
+            st.next_beat = now + self.ping_timeout;
+            if st.closing.is_none() {
+                st.queue.push_back(Frame::text(PacketType::Ping, b""));
+            }
+            Beat::PingSent(st.next_beat)
+        };
+        if let Some(into) = take {
+            if st.queue.is_empty() {
+                st.writer_idle = true;
+            } else {
+                if into.is_empty() {
+                    std::mem::swap(into, &mut st.queue);
+                } else {
+                    into.extend(st.queue.drain(..));
+                }
+                if st.queue.capacity() > 64 {
+                    st.queue = VecDeque::new();
+                }
+            }
         }
-        // Give back the memory of a burst so idle sessions stay small.
-        if st.queue.capacity() > 64 {
-            st.queue = VecDeque::new();
+        WriterStep {
+            closing: st.closing,
+            flush_on_close: st.flush_on_close,
+            beat,
         }
     }
 }

@@ -89,7 +89,7 @@ impl<T: WsIo> Conn<T> {
 
     fn push_frames(&mut self) {
         for f in self.frames.drain(..) {
-            self.out.push_back(f.ws_bytes().clone());
+            self.out.push_back(f.into_ws_bytes());
         }
     }
 
@@ -296,22 +296,21 @@ async fn drive<H: EngineHandler, T: WsIo>(
         }
     }
     loop {
-        // Created before looking at the state, so that no close is missed.
+        // New frames are taken only once the previous ones are written.
+        let take = conn.out.is_empty();
+        // While output is pending, only a close may wake the task besides its
+        // connection (an overflowing queue closes the session: a slow reader is
+        // dropped at once, not at its next ping). Created (which costs nothing) before
+        // looking at the state, so that no close is missed; waited on only while
+        // output is pending, since the writer wake-up covers closes otherwise.
         let closed = s.closed.notified();
         tokio::pin!(closed);
-        // Drain the session queue into the socket's write list.
-        if conn.out.is_empty() {
-            s.take_queue(&mut conn.frames);
-            conn.push_frames();
-        }
-        let (closing, flush) = {
-            let st = s.state.lock();
-            (st.closing, st.flush_on_close)
-        };
-        if closing.is_some() && (!flush || conn.out.is_empty()) {
+        let step = s.writer_step(take.then_some(&mut conn.frames), Instant::now());
+        conn.push_frames();
+        if step.closing.is_some() && (!step.flush_on_close || conn.out.is_empty()) {
             break;
         }
-        match s.beat(Instant::now()) {
+        match step.beat {
             Beat::Wait(t) | Beat::PingSent(t) => {
                 if sleep.deadline() != t {
                     sleep.as_mut().reset(t);
@@ -334,11 +333,8 @@ async fn drive<H: EngineHandler, T: WsIo>(
                     }
                 }
             },
-            // New frames are taken only once the previous ones are written, so while
-            // output is pending only a close wakes the task (an overflowing queue
-            // closes the session: a slow reader is dropped at once, not at its ping).
             _ = s.writer.notified(), if idle_out => {}
-            _ = &mut closed => {}
+            _ = &mut closed, if !idle_out => {}
             _ = &mut sleep => {}
         }
     }

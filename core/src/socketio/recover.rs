@@ -98,7 +98,7 @@ pub(crate) async fn resume(
         if sess.is_closed() {
             return;
         }
-        sock.ns().adapter().local().add_rooms(sock.id(), &rooms);
+        sock.ns().adapter().local().add_rooms(&sock, &rooms);
         sock.hold_until(Some(Box::pin(async move {
             if let Ok(Some(write)) = claimed_rx.await {
                 write.await;

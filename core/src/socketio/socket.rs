@@ -305,8 +305,8 @@ impl Socket {
         }
     }
 
-    pub fn join(&self, rooms: impl IntoRooms) {
-        self.ns.adapter().add_all(self.id, &rooms.into_rooms());
+    pub fn join(self: &Arc<Self>, rooms: impl IntoRooms) {
+        self.ns.adapter().add_all(self, &rooms.into_rooms());
     }
 
     pub fn leave(&self, room: &str) {
