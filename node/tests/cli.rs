@@ -310,3 +310,60 @@ fn a_start_reads_the_token_file_and_refuses_a_missing_one() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// One HTTP/1.1 GET on a fresh connection; the whole answer.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn one_worker_thread_serves_many_connections_at_once() {
+    fails_with(
+        &["--worker-threads", "0"],
+        &[],
+        "worker_threads must be greater than 0",
+    );
+    let mut c = skein();
+    c.args([
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--worker-threads",
+        "1",
+    ]);
+    let (mut child, addr) = start(c);
+    // Idle connections that send nothing do not keep the single thread from others.
+    let idle: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connects"))
+        .collect();
+    let handshakes: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || http_get(&addr, "/socket.io/?EIO=4&transport=polling"))
+        })
+        .collect();
+    for h in handshakes {
+        let r = h.join().unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.contains("0{\"sid\":"), "an open packet: {r}");
+    }
+    assert!(http_get(&addr, "/health/live").starts_with("HTTP/1.1 200"));
+    drop(idle);
+    stop_now(&mut child);
+}
+
+fn stop_now(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -47,6 +47,8 @@ pub struct Config {
     pub port: u16,
     pub io: SocketIoConfig,
     pub shutdown_grace: Duration,
+    /// Threads serving connections (1: a single-threaded scheduler).
+    pub worker_threads: usize,
     /// Time a connection has to send a request head (also bounds idle keep-alive).
     pub header_timeout: Duration,
     /// Connections served at once; `None`: derived from the open-file limit at startup.
@@ -230,6 +232,12 @@ fn resolve(l: &mut Layers) -> Config {
         body_timeout: ms(l, "body_timeout", 30_000),
     };
     let header_timeout = ms(l, "header_timeout", 10_000);
+    // The CPUs the process may use (affinity, cgroup quota), as tokio's default.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let worker_threads = count_or(l, "worker_threads", cpus);
+    if worker_threads == 0 {
+        l.error("worker_threads", "worker_threads must be greater than 0");
+    }
     let max_connections = l.usize("max_connections");
     if max_connections == Some(0) {
         l.error("max_connections", "max_connections must be greater than 0");
@@ -313,6 +321,7 @@ fn resolve(l: &mut Layers) -> Config {
             v
         }),
         header_timeout,
+        worker_threads: worker_threads.max(1),
         max_connections,
         log,
         log_json: log_format == "json",

@@ -65,6 +65,7 @@ pub const OPTIONS: &[Opt] = &[
     opt("cookie", "BOOL", "Set the `io` cookie for cookie-based sticky sessions [default: false]."),
     opt("http_compression", "BOOL", "Compress polling responses of 1024 bytes or more [default: true]."),
     opt("max_buffered_packets", "N", "Packets queued for one client before it is dropped as too slow [default: 4096]."),
+    opt("worker_threads", "N", "Threads serving connections; 1 runs a single-threaded scheduler (fair to every connection) [default: the CPUs this process may use]."),
     opt("shutdown_grace", "MS", "Milliseconds given to connections to finish on shutdown [default: 5000]."),
     opt("header_timeout", "MS", "Milliseconds a connection has to send a complete request head, from when it opens or its previous response went out; also closes idle keep-alive connections [default: 10000]."),
     opt("body_timeout", "MS", "Milliseconds a polling POST has to deliver its body [default: 30000]."),
