@@ -494,7 +494,7 @@ fn markdown(
          figures are those of 3 nodes on one core. The member-less node's CPU per broadcast is its CPU over \
          the publishing window, less its idle CPU measured just before, divided by the broadcasts published.\n\
          - Slow consumers: the healthy members' latency is measured twice at the same rate, first with every \
-         member reading, then with the slow ones paused (their sockets have a 16 KiB receive buffer, so the \
+         member reading, then with the slow ones paused (their sockets keep a fixed 256 KiB receive buffer, so the \
          backlog builds in the server); then the slow ones read again, to count what reached them and \
          whether the server closed them.\n\
          - Churn: the 10-minute run samples the server's RSS every second; the slope over the second half of \

@@ -8,8 +8,12 @@
 //! (B) members 0..K pause (`--mode pause`) or read `--slow-read-per-s` packets a
 //! second (`--mode slow`); then (C) the slow members read again for up to
 //! `--catchup-secs`, to count what they got and whether the server closed them.
-//! The slow members' sockets get a small fixed receive buffer (`--slow-rcvbuf`), as
-//! a client on a slow link has, so that the server, not the kernel, holds the backlog.
+//! The slow members' sockets get a small fixed receive buffer (`--slow-rcvbuf`, 16 KiB),
+//! as a client on a slow link has, so that the server, not the kernel, holds the
+//! backlog. While catching up they emit an unhandled `catchup` event every 100 ms:
+//! its segment tells the server their window opened (a window that opens by less than
+//! the MSS, 64 KiB on loopback, is not announced by itself, and the server would wait
+//! for its next zero-window probe, seconds later).
 
 use super::broadcast::{drain, Publisher};
 use super::{abort_all, spawn_clients_with, Ctx, SpawnOpts};
@@ -48,7 +52,7 @@ pub struct SlowArgs {
     #[arg(short = 'd', long, default_value_t = 15.0)]
     pub duration_secs: f64,
     /// Padding of every message (bytes), so that a backlog builds up in bytes too.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 512)]
     pub payload_bytes: usize,
     /// What the slow members do in phase B.
     #[arg(long, value_enum, default_value_t = SlowMode::Pause)]
@@ -56,9 +60,14 @@ pub struct SlowArgs {
     /// Packets a second a slow member reads in `--mode slow`.
     #[arg(long, default_value_t = 20.0)]
     pub slow_read_per_s: f64,
-    /// Fixed socket receive buffer of the slow members, bytes (0: the kernel's default).
-    #[arg(long, default_value_t = 16384)]
+    /// Fixed socket receive buffer of the slow members, bytes (0: the kernel's default,
+    /// which lets the server's send buffer grow to megabytes and hide the backlog from
+    /// the server).
+    #[arg(long, default_value_t = 16_384)]
     pub slow_rcvbuf: u32,
+    /// Phase C ends when the slow members received nothing for this long.
+    #[arg(long, default_value_t = 5.0)]
+    pub catchup_quiet_secs: f64,
     /// Unmeasured publishing before phase A.
     #[arg(long, default_value_t = 2.0)]
     pub warmup_secs: f64,
@@ -66,7 +75,7 @@ pub struct SlowArgs {
     #[arg(long, default_value_t = 5.0)]
     pub max_drain_secs: f64,
     /// Longest time the slow members get to read their backlog in phase C.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 20.0)]
     pub catchup_secs: f64,
     /// Room name.
     #[arg(long, default_value = "slow")]
@@ -190,7 +199,7 @@ pub async fn run(ctx: &Ctx, a: &SlowArgs) -> Result<Value> {
     };
     let (mut last, mut last_change) = (slow_count(), Instant::now());
     while !all_done()
-        && last_change.elapsed() < Duration::from_secs(2)
+        && last_change.elapsed().as_secs_f64() < a.catchup_quiet_secs
         && catchup_start.elapsed().as_secs_f64() < a.catchup_secs
     {
         // The publisher keeps answering pings meanwhile.
@@ -335,10 +344,16 @@ async fn member(
     a: SlowArgs,
 ) {
     let slow = i < sh.k;
+    let mut nudged = Instant::now();
     loop {
         let now_phase = *phase.borrow_and_update();
         if now_phase == P::Stop {
             return;
+        }
+        if slow && now_phase == P::Catchup && nudged.elapsed() >= Duration::from_millis(100) {
+            // Any segment from us carries our (now open) receive window.
+            let _ = conn.send(&proto::emit("catchup", "", None)).await;
+            nudged = Instant::now();
         }
         if slow && now_phase == P::Slow {
             match a.mode {
@@ -361,7 +376,10 @@ async fn member(
                 }
             }
         }
+        let catching_up = slow && now_phase == P::Catchup;
         tokio::select! {
+            // Wakes the loop to nudge again (timers only while catching up).
+            _ = tokio::time::sleep(Duration::from_millis(100)), if catching_up => {}
             r = conn.recv() => match r {
                 Ok(Some(text)) => on_packet(i, &text, &sh),
                 Ok(None) | Err(_) => {
