@@ -589,7 +589,7 @@ fn probe_adapter(skein: &[String], adapter: &str, b: &Backends) -> Result<(), St
         .ok_or_else(|| format!("unknown adapter {adapter:?} (redis, nats, mesh)"))?;
     let out = Command::new(&skein[0])
         .args(&skein[1..])
-        .args(["--check-config", "--port", "3000"])
+        .args(["--check-config", "--host", "127.0.0.1", "--port", "3000"])
         .args(&args)
         .stdin(Stdio::null())
         .output()
