@@ -126,7 +126,7 @@ pub fn cases(profile: &str, cluster: usize, hard_limit: u64) -> Vec<Case> {
             case("broadcast-1k", "broadcast -m 1000 -r 25 -d 5", 1, 1001).ceiling(),
             case("search-1k", "broadcast --search -m 1000 -d 3 --search-refine 3 --target-p99-ms 50", 1, 1001).ceiling(),
             case("churn", "churn -d 8 -c 50", 1, 50),
-            case("slow-consumers", "slow-consumers -m 100 -k 10 -r 500 -d 10", 1, 101),
+            case("slow-consumers", "slow-consumers -m 50 -k 5 -r 1000 -d 10", 1, 51),
         ],
         _ => vec![
             case("connect-1k", "connect -n 1000", 1, 1000),
@@ -158,7 +158,7 @@ pub fn cases(profile: &str, cluster: usize, hard_limit: u64) -> Vec<Case> {
             )
             .once()
             .note("Endurance: 10 minutes of connect/disconnect, once per server; RSS sampled every second (plot below)."),
-            case("slow-consumers", "slow-consumers -m 100 -k 10 -r 500 -d 15", 1, 101),
+            case("slow-consumers", "slow-consumers -m 50 -k 5 -r 1000 -d 20", 1, 51),
         ],
     };
     if cluster >= 2 {

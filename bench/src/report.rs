@@ -494,9 +494,9 @@ fn markdown(
          figures are those of 3 nodes on one core. The member-less node's CPU per broadcast is its CPU over \
          the publishing window, less its idle CPU measured just before, divided by the broadcasts published.\n\
          - Slow consumers: the healthy members' latency is measured twice at the same rate, first with every \
-         member reading, then with the slow ones paused (their sockets keep a fixed 256 KiB receive buffer, so the \
-         backlog builds in the server); then the slow ones read again, to count what reached them and \
-         whether the server closed them.\n\
+         member reading, then with the slow ones paused; 20 s at 1,000 msg/s of 512-byte messages is ~12 MB \
+         per paused member, past the kernel's buffers (a few MB) and any server's queue bound; then the slow \
+         ones read again, to count what reached them and whether the server closed them.\n\
          - Churn: the 10-minute run samples the server's RSS every second; the slope over the second half of \
          the churn says whether memory is flat once the server reached its working set.\n\
          - Yardstick measured earlier on this machine (from the issue): Node socket.io 15.7 KiB per idle \

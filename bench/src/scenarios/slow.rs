@@ -8,12 +8,13 @@
 //! (B) members 0..K pause (`--mode pause`) or read `--slow-read-per-s` packets a
 //! second (`--mode slow`); then (C) the slow members read again for up to
 //! `--catchup-secs`, to count what they got and whether the server closed them.
-//! The slow members' sockets get a small fixed receive buffer (`--slow-rcvbuf`, 16 KiB),
-//! as a client on a slow link has, so that the server, not the kernel, holds the
-//! backlog. While catching up they emit an unhandled `catchup` event every 100 ms:
-//! its segment tells the server their window opened (a window that opens by less than
-//! the MSS, 64 KiB on loopback, is not announced by itself, and the server would wait
-//! for its next zero-window probe, seconds later).
+//! The backlog of a paused member fills the kernel's buffers first (the server's send
+//! buffer grows to a few MB on loopback), then the server's own queue: the rates are
+//! chosen so that phase B sends well past both. While catching up, the slow members
+//! emit an unhandled `catchup` event every 100 ms: its segment tells the server their
+//! window opened (with a small `--slow-rcvbuf`, a window opening by less than the MSS,
+//! 64 KiB on loopback, is not announced by itself, and the server would wait for its
+//! next zero-window probe, seconds later).
 
 use super::broadcast::{drain, Publisher};
 use super::{abort_all, spawn_clients_with, Ctx, SpawnOpts};
@@ -40,16 +41,16 @@ pub enum SlowMode {
 #[derive(Args, Clone, Debug)]
 pub struct SlowArgs {
     /// Room members, slow ones included.
-    #[arg(short = 'm', long, default_value_t = 100)]
+    #[arg(short = 'm', long, default_value_t = 50)]
     pub members: u64,
     /// Members that turn slow in phase B.
-    #[arg(short = 'k', long, default_value_t = 10)]
+    #[arg(short = 'k', long, default_value_t = 5)]
     pub slow: u64,
     /// Published messages per second.
-    #[arg(short = 'r', long, default_value_t = 500.0)]
+    #[arg(short = 'r', long, default_value_t = 1000.0)]
     pub rate: f64,
     /// Publishing time of each phase.
-    #[arg(short = 'd', long, default_value_t = 15.0)]
+    #[arg(short = 'd', long, default_value_t = 20.0)]
     pub duration_secs: f64,
     /// Padding of every message (bytes), so that a backlog builds up in bytes too.
     #[arg(long, default_value_t = 512)]
@@ -60,10 +61,8 @@ pub struct SlowArgs {
     /// Packets a second a slow member reads in `--mode slow`.
     #[arg(long, default_value_t = 20.0)]
     pub slow_read_per_s: f64,
-    /// Fixed socket receive buffer of the slow members, bytes (0: the kernel's default,
-    /// which lets the server's send buffer grow to megabytes and hide the backlog from
-    /// the server).
-    #[arg(long, default_value_t = 16_384)]
+    /// Fixed socket receive buffer of the slow members, bytes (0: the kernel's default).
+    #[arg(long, default_value_t = 0)]
     pub slow_rcvbuf: u32,
     /// Phase C ends when the slow members received nothing for this long.
     #[arg(long, default_value_t = 5.0)]
