@@ -201,8 +201,9 @@ fn markdown(
             s,
             "**The ceiling** (`ceiling (raw)`, bench/peers/raw) is what this machine does with the same frames \
              when no Socket.IO server stands behind them: a frame-level WebSocket server that answers the open \
-             packet, CONNECT, `echo`, `join` and `pub` as directly as it can (a broadcast frame encoded once and \
-             queued to every member). It runs the echo and broadcast cases; `skein ÷ ceiling` says how far \
+             packet, CONNECT, `echo`, `join` and `pub` as directly as it can (the replies to one read in one \
+             write; a broadcast frame encoded once and written straight to every member's socket). It runs the \
+             echo and broadcast cases; `skein ÷ ceiling` says how far \
              Skein is from it, and the line under each table gives every server's share of it.\n"
         );
     }
