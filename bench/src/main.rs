@@ -213,3 +213,23 @@ fn main() -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every case of every profile is a valid generator command line.
+    #[test]
+    fn every_case_parses() {
+        for profile in ["smoke", "quick", "full"] {
+            for case in cases::cases(profile, 3, 20_000) {
+                let mut argv = vec!["skein-bench".to_string()];
+                argv.extend(case.args.iter().cloned());
+                argv.extend(["--url", "http://127.0.0.1:1", "--server-pid", "1"].map(String::from));
+                if let Err(e) = Cli::try_parse_from(&argv) {
+                    panic!("{profile} {}: {e}", case.name);
+                }
+            }
+        }
+    }
+}
