@@ -5,7 +5,7 @@
 # each server on a private Redis (Skein also on nats and mesh when its binary has them).
 # Writes bench/results/<date>.json, bench/results/<date>-*.svg and bench/BENCHMARKS.md.
 #
-#   bench/run.sh                          # full profile (~2 h on 2 cores; ~50 min with --reps 1)
+#   bench/run.sh                          # full profile (~2 h on 2 cores; ~1 h with --reps 1)
 #   bench/run.sh --profile quick --reps 1 # ~10 minutes
 #   bench/run.sh --only echo,search-1k    # some cases only
 #   bench/run.sh --cluster 0              # without the cluster cases
