@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Benchmark Skein beside Node's socket.io and socketioxide: every scenario, every
-# server, alternating, medians of --reps runs (default 3). Writes
-# bench/results/<date>.json, bench/results/<date>-*.svg and bench/BENCHMARKS.md.
+# Benchmark Skein beside Node's socket.io, socketioxide and the ceiling (bench/peers/raw,
+# a frame-level server with no Socket.IO behind it): every scenario, every server,
+# alternating, medians of --reps runs (default 3). The cluster cases run 3 nodes of
+# each server on a private Redis (Skein also on nats and mesh when its binary has them).
+# Writes bench/results/<date>.json, bench/results/<date>-*.svg and bench/BENCHMARKS.md.
 #
-#   bench/run.sh                          # full profile (~30-60 min on 2 cores)
-#   bench/run.sh --profile quick --reps 1 # a few minutes
+#   bench/run.sh                          # full profile (~2 h on 2 cores; ~1 h with --reps 1)
+#   bench/run.sh --profile quick --reps 1 # ~10 minutes
 #   bench/run.sh --only echo,search-1k    # some cases only
-#   bench/run.sh --cluster 2              # add cluster broadcast over 2 instances per server
+#   bench/run.sh --cluster 0              # without the cluster cases
+#   bench/run.sh --skein-adapters redis   # Skein's cluster adapters (default redis,nats,mesh)
 #
 # Env: SKEIN_BIN (default: <repo>/target/release/skein, built if missing),
-#      BENCH_TARGET_DIR (cargo target dir for the generator and the socketioxide
-#      peer, default bench/target). Other arguments go to `skein-bench suite`
-#      (see `skein-bench suite --help`).
+#      BENCH_TARGET_DIR (cargo target dir for the generator and the socketioxide and raw
+#      peers, default bench/target), BENCH_REDIS_URL / BENCH_NATS_URL (use these instead
+#      of a private redis-server / nats-server). Other arguments go to
+#      `skein-bench suite` (see `skein-bench suite --help`).
 set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$BENCH_DIR")"
@@ -31,12 +35,15 @@ export SKEIN_BIN
 
 export CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-$BENCH_DIR/target}"
 cargo build --release --manifest-path "$BENCH_DIR/Cargo.toml"
+cargo build --release --manifest-path "$BENCH_DIR/peers/raw/Cargo.toml"
 cargo build --release --manifest-path "$BENCH_DIR/peers/socketioxide/Cargo.toml"
-if [ ! -d "$BENCH_DIR/peers/node/node_modules/socket.io" ]; then
+if [ ! -d "$BENCH_DIR/peers/node/node_modules/socket.io" ] ||
+    [ ! -d "$BENCH_DIR/peers/node/node_modules/@socket.io/redis-adapter" ]; then
     (cd "$BENCH_DIR/peers/node" && npm ci --no-audit --no-fund)
 fi
 
 exec "$CARGO_TARGET_DIR/release/skein-bench" suite \
     --bench-dir "$BENCH_DIR" \
     --sioxide-bin "$CARGO_TARGET_DIR/release/socketioxide-peer" \
+    --raw-bin "$CARGO_TARGET_DIR/release/raw-peer" \
     "$@"

@@ -104,14 +104,25 @@ impl SrcAddrs {
     }
 }
 
-async fn tcp_connect(addr: SocketAddr, src: Option<Ipv4Addr>) -> Result<TcpStream> {
-    let stream = match src {
-        None => TcpStream::connect(addr).await?,
-        Some(ip) => {
+async fn tcp_connect(
+    addr: SocketAddr,
+    src: Option<Ipv4Addr>,
+    rcvbuf: Option<u32>,
+) -> Result<TcpStream> {
+    let stream = match (src, rcvbuf) {
+        (None, None) => TcpStream::connect(addr).await?,
+        _ => {
             let sock = TcpSocket::new_v4()?;
-            sock.set_reuseaddr(true)?;
-            sock.bind(SocketAddr::new(ip.into(), 0))
-                .with_context(|| format!("bind {ip}"))?;
+            if let Some(size) = rcvbuf {
+                // Before connect, so that the window it advertises is small from the start
+                // (a fixed size also turns the kernel's receive autotuning off).
+                sock.set_recv_buffer_size(size)?;
+            }
+            if let Some(ip) = src {
+                sock.set_reuseaddr(true)?;
+                sock.bind(SocketAddr::new(ip.into(), 0))
+                    .with_context(|| format!("bind {ip}"))?;
+            }
             sock.connect(addr).await?
         }
     };
@@ -138,9 +149,17 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// TCP connect, WebSocket handshake, Engine.IO open, Socket.IO CONNECT to `/`.
-    pub async fn connect(target: &Target, src: Option<Ipv4Addr>) -> Result<Conn> {
-        let tcp = tcp_connect(target.addr, src).await.context("tcp connect")?;
+    /// TCP connect, WebSocket handshake, Engine.IO open, Socket.IO CONNECT to `/`;
+    /// with a fixed socket receive buffer of `rcvbuf` bytes if given (e.g. for a client
+    /// that is going to stop reading).
+    pub async fn connect_with(
+        target: &Target,
+        src: Option<Ipv4Addr>,
+        rcvbuf: Option<u32>,
+    ) -> Result<Conn> {
+        let tcp = tcp_connect(target.addr, src, rcvbuf)
+            .await
+            .context("tcp connect")?;
         let ws = match WS_IMPL.get().copied().unwrap_or_default() {
             WsImpl::Lean => Ws::Lean(
                 LeanWs::handshake(tcp, &target.addr.to_string(), &target.path_query)
@@ -189,7 +208,17 @@ impl Conn {
         src: Option<Ipv4Addr>,
         limit: Duration,
     ) -> Result<Conn> {
-        tokio::time::timeout(limit, Conn::connect(target, src))
+        Conn::connect_timeout_with(target, src, None, limit).await
+    }
+
+    /// Like `connect_with`, bounded in time.
+    pub async fn connect_timeout_with(
+        target: &Target,
+        src: Option<Ipv4Addr>,
+        rcvbuf: Option<u32>,
+        limit: Duration,
+    ) -> Result<Conn> {
+        tokio::time::timeout(limit, Conn::connect_with(target, src, rcvbuf))
             .await
             .map_err(|_| anyhow!("connect timed out after {limit:?}"))?
     }

@@ -21,6 +21,7 @@ use scenarios::broadcast::BroadcastArgs;
 use scenarios::churn::ChurnArgs;
 use scenarios::connect::ConnectArgs;
 use scenarios::echo::EchoArgs;
+use scenarios::slow::SlowArgs;
 use scenarios::{Common, Ctx};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -69,6 +70,14 @@ enum Cmd {
         common: Common,
         #[command(flatten)]
         args: ChurnArgs,
+    },
+    /// A busy room where some members stop reading: the others' latency with and
+    /// without them, and what the server does with the slow ones.
+    SlowConsumers {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: SlowArgs,
     },
     /// Run every scenario against every server, alternating, and write the report.
     Suite(suite::SuiteArgs),
@@ -134,6 +143,7 @@ fn run_scenario(name: &str, common: Common, budget_secs: u64, cmd: Cmd) -> ! {
                         scenarios::broadcast::run(&ctx, args).await
                     }
                     Cmd::Churn { args, .. } => scenarios::churn::run(&ctx, args).await,
+                    Cmd::SlowConsumers { args, .. } => scenarios::slow::run(&ctx, args).await,
                     Cmd::Suite(_) | Cmd::Report(_) => unreachable!("not a scenario"),
                 }
             };
@@ -194,9 +204,32 @@ fn main() -> Result<()> {
                     (name, common.clone(), args.budget_secs())
                 }
                 Cmd::Churn { common, args } => ("churn", common.clone(), args.budget_secs()),
+                Cmd::SlowConsumers { common, args } => {
+                    ("slow_consumers", common.clone(), args.budget_secs())
+                }
                 Cmd::Suite(_) | Cmd::Report(_) => unreachable!(),
             };
             run_scenario(name, common, budget, cmd)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every case of every profile is a valid generator command line.
+    #[test]
+    fn every_case_parses() {
+        for profile in ["smoke", "quick", "full"] {
+            for case in cases::cases(profile, 3, 20_000) {
+                let mut argv = vec!["skein-bench".to_string()];
+                argv.extend(case.args.iter().cloned());
+                argv.extend(["--url", "http://127.0.0.1:1", "--server-pid", "1"].map(String::from));
+                if let Err(e) = Cli::try_parse_from(&argv) {
+                    panic!("{profile} {}: {e}", case.name);
+                }
+            }
         }
     }
 }

@@ -11,8 +11,28 @@ fn color(target: &str) -> RGBColor {
         "skein" => RGBColor(0xd6, 0x27, 0x28),
         "node" => RGBColor(0x2c, 0xa0, 0x2c),
         "socketioxide" => RGBColor(0x1f, 0x77, 0xb4),
+        "raw" => RGBColor(0x20, 0x20, 0x20),
+        "skein-nats" => RGBColor(0xff, 0x7f, 0x0e),
+        "skein-mesh" => RGBColor(0x94, 0x67, 0xbd),
         _ => RGBColor(0x7f, 0x7f, 0x7f),
     }
+}
+
+/// The legend's name of a target.
+fn shown(target: &str) -> String {
+    if target == "raw" {
+        "ceiling (raw)".into()
+    } else {
+        target.to_string()
+    }
+}
+
+/// Panels per row of a figure with `n` panels.
+const COLS: usize = 3;
+
+fn grid(n: usize) -> (usize, usize) {
+    let cols = n.clamp(1, COLS);
+    (n.div_ceil(cols), cols)
 }
 
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
@@ -115,7 +135,7 @@ pub fn latency_svg(doc: &Value, path: &Path) -> Result<bool> {
     });
     let ts = targets(doc);
     let mut panels = Vec::new();
-    for (case, args) in cases.iter().take(3) {
+    for (case, args) in &cases {
         let mut series = Vec::new();
         for t in &ts {
             let run = median_run(doc, case, t, |r| r["latency"]["p99_us"].as_f64());
@@ -135,9 +155,10 @@ pub fn latency_svg(doc: &Value, path: &Path) -> Result<bool> {
     if panels.is_empty() {
         return Ok(false);
     }
-    let root = SVGBackend::new(path, (560 * panels.len() as u32, 440)).into_drawing_area();
+    let (rows, cols) = grid(panels.len());
+    let root = SVGBackend::new(path, (560 * cols as u32, 440 * rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let areas = root.split_evenly((1, panels.len()));
+    let areas = root.split_evenly((rows, cols));
     for (area, (title, series)) in areas.iter().zip(&panels) {
         let ys = series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y));
         let (lo, hi) = ys.fold((f64::MAX, 0f64), |(l, h), y| (l.min(y), h.max(y)));
@@ -164,14 +185,14 @@ pub fn latency_svg(doc: &Value, path: &Path) -> Result<bool> {
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
                 .map_err(err)?
-                .label(t.as_str())
+                .label(shown(t))
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
                 });
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .border_style(BLACK)
             .background_style(WHITE.mix(0.85))
             .draw()
@@ -181,26 +202,33 @@ pub fn latency_svg(doc: &Value, path: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Throughput curve of the broadcast searches: delivered msg/s and p99 against the offered rate.
+/// Latency against rate, from the steps of the broadcast searches: delivered msg/s
+/// (top) and p50 (dashed) and p99 (solid) latency (bottom) against the offered rate.
 pub fn throughput_svg(doc: &Value, path: &Path) -> Result<bool> {
     let cases = cases_where(doc, |a| a.iter().any(|x| x == "--search"));
     let ts = targets(doc);
-    // (case title, [(target, [(rate, delivered/s, p99 ms)])])
+    // (case title, [(target, [(rate, delivered/s, p99 ms, p50 ms)])])
     let mut panels = Vec::new();
-    for (case, args) in cases.iter().take(3) {
+    for (case, args) in &cases {
         let mut series = Vec::new();
         for t in &ts {
             let Some(run) = median_run(doc, case, t, |r| r["max_rate"].as_f64()) else {
                 continue;
             };
-            let mut pts: Vec<(f64, f64, f64)> = run["steps"]
+            let mut pts: Vec<(f64, f64, f64, f64)> = run["steps"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter(|s| s["superseded"].as_bool() != Some(true))
                 .filter_map(|s| {
                     let p99 = s["latency"]["p99_us"].as_f64().unwrap_or(f64::NAN) / 1000.0;
-                    Some((s["rate"].as_f64()?, s["delivered_per_s"].as_f64()?, p99))
+                    let p50 = s["latency"]["p50_us"].as_f64().unwrap_or(f64::NAN) / 1000.0;
+                    Some((
+                        s["rate"].as_f64()?,
+                        s["delivered_per_s"].as_f64()?,
+                        p99,
+                        p50,
+                    ))
                 })
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -215,10 +243,13 @@ pub fn throughput_svg(doc: &Value, path: &Path) -> Result<bool> {
     if panels.is_empty() {
         return Ok(false);
     }
-    let root = SVGBackend::new(path, (560 * panels.len() as u32, 820)).into_drawing_area();
+    // Each panel is two charts, one above the other.
+    let (rows, ncols) = grid(panels.len());
+    let root = SVGBackend::new(path, (560 * ncols as u32, 820 * rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let cols = root.split_evenly((2, panels.len()));
+    let cells = root.split_evenly((2 * rows, ncols));
     for (i, (title, series)) in panels.iter().enumerate() {
+        let (prow, pcol) = (i / ncols, i % ncols);
         let all = series.iter().flat_map(|(_, p)| p.iter());
         let (rlo, rhi) = all
             .clone()
@@ -227,20 +258,21 @@ pub fn throughput_svg(doc: &Value, path: &Path) -> Result<bool> {
             .clone()
             .fold((f64::MAX, 0f64), |(l, h), p| (l.min(p.1), h.max(p.1)));
         let (plo, phi) = all
-            .filter(|p| p.2.is_finite())
-            .fold((f64::MAX, 0f64), |(l, h), p| (l.min(p.2), h.max(p.2)));
+            .flat_map(|p| [p.2, p.3])
+            .filter(|y| y.is_finite())
+            .fold((f64::MAX, 0f64), |(l, h), y| (l.min(y), h.max(y)));
         let (rlo, rhi) = log_range(rlo, rhi);
         let (dlo, dhi) = log_range(dlo.max(1.0), dhi);
         let (plo, phi) = log_range(plo.min(50.0), phi.max(50.0));
-        // Top: delivered msg/s; bottom: p99 with the 50 ms target.
+        // Top: delivered msg/s; bottom: p50 and p99 with the 50 ms target.
         for (row, (ylo, yhi, ydesc)) in [
             (dlo, dhi, "delivered msg/s"),
-            (plo, phi, "p99 latency (ms)"),
+            (plo, phi, "latency p50 - - / p99 — (ms)"),
         ]
         .into_iter()
         .enumerate()
         {
-            let area = &cols[row * panels.len() + i];
+            let area = &cells[(2 * prow + row) * ncols + pcol];
             let caption = if row == 0 {
                 title.clone()
             } else {
@@ -279,13 +311,23 @@ pub fn throughput_svg(doc: &Value, path: &Path) -> Result<bool> {
                 chart
                     .draw_series(LineSeries::new(xy.iter().copied(), c.stroke_width(2)))
                     .map_err(err)?
-                    .label(t.as_str())
+                    .label(shown(t))
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
                     });
                 chart
                     .draw_series(xy.iter().map(|p| Circle::new(*p, 3, c.filled())))
                     .map_err(err)?;
+                if row == 1 {
+                    let p50: Vec<(f64, f64)> = pts
+                        .iter()
+                        .map(|p| (p.0, p.3))
+                        .filter(|p| p.1.is_finite())
+                        .collect();
+                    chart
+                        .draw_series(DashedLineSeries::new(p50, 6, 4, c.stroke_width(1)))
+                        .map_err(err)?;
+                }
             }
             chart
                 .configure_series_labels()
@@ -299,6 +341,96 @@ pub fn throughput_svg(doc: &Value, path: &Path) -> Result<bool> {
                 .draw()
                 .map_err(err)?;
         }
+    }
+    root.present().map_err(err)?;
+    Ok(true)
+}
+
+/// Server RSS over time in the churn cases: one line per server (its median run by
+/// cycles/s), the end of the churn marked.
+pub fn churn_rss_svg(doc: &Value, path: &Path) -> Result<bool> {
+    let cases = cases_where(doc, |a| a[0] == "churn");
+    let ts = targets(doc);
+    // (title, churn end s, [(target, [(s, MiB)])])
+    let mut panels = Vec::new();
+    for (case, args) in &cases {
+        let mut series = Vec::new();
+        let mut end: f64 = 0.0;
+        for t in &ts {
+            let Some(run) = median_run(doc, case, t, |r| r["cycles_per_s"].as_f64()) else {
+                continue;
+            };
+            let pts: Vec<(f64, f64)> = run["rss_curve"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()? / 1024.0)))
+                .collect();
+            if pts.len() >= 2 {
+                end = end.max(run["churn_end_s"].as_f64().unwrap_or(0.0));
+                series.push((t.clone(), pts));
+            }
+        }
+        if !series.is_empty() {
+            panels.push((title(case, args), end, series));
+        }
+    }
+    if panels.is_empty() {
+        return Ok(false);
+    }
+    let (rows, cols) = grid(panels.len());
+    let root = SVGBackend::new(path, (560 * cols as u32, 440 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let areas = root.split_evenly((rows, cols));
+    for (area, (title, end, series)) in areas.iter().zip(&panels) {
+        let all = series.iter().flat_map(|(_, p)| p.iter());
+        let xmax = all.clone().fold(1f64, |m, p| m.max(p.0));
+        let ymax = all.fold(1f64, |m, p| m.max(p.1));
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..xmax * 1.02, 0f64..ymax * 1.1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE)
+            .x_desc("time since the churn started (s)")
+            .y_desc("server RSS (MiB)")
+            .x_label_formatter(&|x| crate::report::fmt_num(*x))
+            .y_label_formatter(&|y| crate::report::fmt_num(*y))
+            .draw()
+            .map_err(err)?;
+        if *end > 0.0 {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(*end, 0.0), (*end, ymax * 1.1)],
+                    6,
+                    4,
+                    BLACK.mix(0.5).stroke_width(1),
+                ))
+                .map_err(err)?
+                .label("churn ends")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.5)));
+        }
+        for (t, pts) in series {
+            let c = color(t);
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(shown(t))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(err)?;
     }
     root.present().map_err(err)?;
     Ok(true)
@@ -323,15 +455,19 @@ mod tests {
             {"rate": 50.0, "delivered_per_s": 49000.0, "latency": {"p99_us": 80000}}
         ]);
         let doc = json!({
-            "targets": [{"name": "skein"}, {"name": "node"}],
+            "targets": [{"name": "skein"}, {"name": "node"}, {"name": "raw"}],
             "cases": [
                 {"name": "echo-1k", "args": ["echo", "-c", "1000"]},
-                {"name": "search-1k", "args": ["broadcast", "--search"]}
+                {"name": "search-1k", "args": ["broadcast", "--search"]},
+                {"name": "churn", "args": ["churn", "-d", "2"]}
             ],
             "runs": [
                 {"case": "echo-1k", "target": "skein", "ok": true, "result": {"latency": {"p99_us": 4000, "dist": dist}}},
                 {"case": "echo-1k", "target": "node", "ok": true, "result": {"latency": {"p99_us": 8000, "dist": dist}}},
-                {"case": "search-1k", "target": "node", "ok": true, "result": {"max_rate": 25.0, "steps": steps}}
+                {"case": "search-1k", "target": "node", "ok": true, "result": {"max_rate": 25.0, "steps": steps}},
+                {"case": "search-1k", "target": "raw", "ok": true, "result": {"max_rate": 50.0, "steps": steps}},
+                {"case": "churn", "target": "skein", "ok": true, "result": {"cycles_per_s": 10.0, "churn_end_s": 2.0,
+                    "rss_curve": [[0.0, 5000], [1.0, 6000], [2.0, 6100], [3.0, 5200]]}}
             ]
         });
         let dir = std::env::temp_dir().join(format!("skein-bench-plot-{}", std::process::id()));
@@ -339,7 +475,11 @@ mod tests {
         assert!(latency_svg(&doc, &dir.join("l.svg")).unwrap());
         assert!(throughput_svg(&doc, &dir.join("t.svg")).unwrap());
         let svg = std::fs::read_to_string(dir.join("t.svg")).unwrap();
-        assert!(svg.contains("<svg") && svg.contains("node"));
+        assert!(svg.contains("<svg") && svg.contains("node") && svg.contains("ceiling (raw)"));
+        assert!(churn_rss_svg(&doc, &dir.join("c.svg")).unwrap());
+        assert!(std::fs::read_to_string(dir.join("c.svg"))
+            .unwrap()
+            .contains("churn ends"));
         std::fs::remove_dir_all(dir).unwrap();
         assert_eq!(pct_label(2.0), "99%");
         assert_eq!(pct_label(3.0), "99.9%");

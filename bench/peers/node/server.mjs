@@ -6,7 +6,11 @@
 //   pub({room, ...})    -> io.to(room).emit("msg", obj)
 //
 // Usage: node server.mjs [--port N] [--host 127.0.0.1]
-// Prints `listening on HOST:PORT` on stdout once it accepts connections.
+//        [--adapter memory|redis] [--redis-url URL] [--redis-key PREFIX]
+// With `--adapter redis` (the bench's cluster cases) it uses @socket.io/redis-adapter
+// (classic pub/sub, redis v4 client) with its defaults, the key as channel prefix.
+// Prints `listening on HOST:PORT` on stdout once it accepts connections (with Redis,
+// once both Redis connections are up).
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
@@ -19,9 +23,23 @@ function arg(name, def) {
 
 const port = Number(arg("port", "0"));
 const host = arg("host", "127.0.0.1");
+const adapter = arg("adapter", "memory");
 
 const httpServer = createServer();
 const io = new Server(httpServer);
+
+if (adapter === "redis") {
+  const { createClient } = await import("redis");
+  const { createAdapter } = await import("@socket.io/redis-adapter");
+  const pub = createClient({ url: arg("redis-url", "redis://127.0.0.1:6379") });
+  const sub = pub.duplicate();
+  for (const c of [pub, sub]) c.on("error", (e) => console.error("redis:", e.message));
+  await Promise.all([pub.connect(), sub.connect()]);
+  io.adapter(createAdapter(pub, sub, { key: arg("redis-key", "socket.io") }));
+} else if (adapter !== "memory") {
+  console.error(`unknown adapter ${adapter} (memory, redis)`);
+  process.exit(2);
+}
 
 io.on("connection", (socket) => {
   socket.on("echo", (...args) => {

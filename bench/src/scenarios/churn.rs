@@ -1,6 +1,8 @@
 //! churn: clients connecting and disconnecting continuously for a bounded time;
 //! reports the server's memory at baseline, during and after (it should return to
-//! baseline once the churn stops).
+//! baseline once the churn stops), and its curve: RSS sampled every `--sample-ms`
+//! from before the churn to the end of the settling, with the slope over the second
+//! half of the churn (flat once the server reached its working set).
 
 use super::{abort_all, idle_until, spawn_clients, Ctx, Phase};
 use crate::client::Conn;
@@ -43,6 +45,12 @@ pub struct ChurnArgs {
     /// …or within this many KiB, whichever is larger.
     #[arg(long, default_value_t = 4096)]
     pub tolerance_kib: u64,
+    /// Interval of the server memory samples (the curve in the result line).
+    #[arg(long, default_value_t = 250)]
+    pub sample_ms: u64,
+    /// Most points kept in the result line's curve (evenly thinned beyond).
+    #[arg(long, default_value_t = 600)]
+    pub max_points: usize,
 }
 
 impl ChurnArgs {
@@ -64,16 +72,19 @@ pub async fn run(ctx: &Ctx, a: &ChurnArgs) -> Result<Value> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = ctx.server_rss();
 
-    // Sample the server's memory while the churn runs.
+    // Sample the server's memory from here to the end of the settling: (ms since
+    // the churn started, KiB).
     let (stop_tx, stop_rx) = watch::channel(false);
     let pids = ctx.server_pids.clone();
+    let start = Instant::now();
+    let sample_ms = a.sample_ms.max(10);
     let sampler = tokio::spawn(async move {
-        let mut samples = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut samples: Vec<(u64, u64)> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(sample_ms));
         while !*stop_rx.borrow() {
             tick.tick().await;
             if let Some(r) = crate::procfs::servers_rss_kib(&pids) {
-                samples.push(r);
+                samples.push((start.elapsed().as_millis() as u64, r));
             }
         }
         samples
@@ -85,7 +96,6 @@ pub async fn run(ctx: &Ctx, a: &ChurnArgs) -> Result<Value> {
     let lat = Arc::new(Shards::new(16));
     let src = ctx.src_addrs(a.concurrency);
     let deadline = Instant::now() + Duration::from_secs_f64(a.duration_secs);
-    let start = Instant::now();
     let mut workers = Vec::new();
     for w in 0..a.concurrency {
         let target = ctx.targets[(w % ctx.targets.len() as u64) as usize].clone();
@@ -131,8 +141,6 @@ pub async fn run(ctx: &Ctx, a: &ChurnArgs) -> Result<Value> {
     }
     let churn_secs = start.elapsed().as_secs_f64();
     let cpu_json = cpu.json();
-    let _ = stop_tx.send(true);
-    let samples = sampler.await.unwrap_or_default();
 
     // After: wait (bounded) for the server's memory to come back near the baseline.
     let settle_start = Instant::now();
@@ -146,8 +154,31 @@ pub async fn run(ctx: &Ctx, a: &ChurnArgs) -> Result<Value> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         after = ctx.server_rss();
     }
+    let _ = stop_tx.send(true);
+    let all_samples = sampler.await.unwrap_or_default();
+    let churn_ms = (churn_secs * 1000.0) as u64;
+    let samples: Vec<u64> = all_samples
+        .iter()
+        .filter(|(t, _)| *t <= churn_ms)
+        .map(|(_, r)| *r)
+        .collect();
     let _ = phase_tx.send(Phase::Stop);
     abort_all(idle_handles);
+    let second_half: Vec<(f64, f64)> = all_samples
+        .iter()
+        .filter(|(t, _)| *t * 2 >= churn_ms && *t <= churn_ms)
+        .map(|(t, r)| (*t as f64 / 60_000.0, *r as f64))
+        .collect();
+    let slope = slope(&second_half);
+    let at = |frac: f64| -> Option<u64> {
+        let t = (churn_ms as f64 * frac) as u64;
+        all_samples
+            .iter()
+            .filter(|(s, _)| *s <= churn_ms)
+            .min_by_key(|(s, _)| s.abs_diff(t))
+            .map(|(_, r)| *r)
+    };
+    let (half, end) = (at(0.5), at(1.0));
 
     let total = cycles.load(Ordering::Relaxed).min(if a.max_cycles > 0 {
         a.max_cycles
@@ -177,7 +208,56 @@ pub async fn run(ctx: &Ctx, a: &ChurnArgs) -> Result<Value> {
         "server_rss_growth_kib": baseline.zip(after).map(|(b, a)| a as i64 - b as i64),
         "settle_s": round2(settle_start.elapsed().as_secs_f64()),
         "returned_to_baseline": limit.zip(after).map(|(l, a)| a <= l),
+        "server_rss_half_kib": half,
+        "server_rss_end_kib": end,
+        "server_rss_second_half_growth_kib": half.zip(end).map(|(h, e)| e as i64 - h as i64),
+        "server_rss_slope_kib_per_min": slope.map(round1),
+        "rss_curve": thin(&all_samples, a.max_points)
+            .iter()
+            .map(|(t, r)| json!([round2(*t as f64 / 1000.0), r]))
+            .collect::<Vec<_>>(),
+        "churn_end_s": round2(churn_secs),
         "cpu": cpu_json,
         "ok": idle_report.failed == 0 && errors.count() == 0 && done > 0,
     }))
+}
+
+/// Least-squares slope of (x, y) points, or None with fewer than 3.
+fn slope(pts: &[(f64, f64)]) -> Option<f64> {
+    if pts.len() < 3 {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let (mx, my) = pts
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let (num, den) = pts.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
+        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
+    });
+    (den > 0.0).then(|| num / den)
+}
+
+/// At most `max` points, evenly picked (the first and the last kept).
+fn thin<T: Copy>(v: &[T], max: usize) -> Vec<T> {
+    if v.len() <= max || max < 2 {
+        return v.to_vec();
+    }
+    (0..max).map(|i| v[i * (v.len() - 1) / (max - 1)]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_and_thinning() {
+        let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 3.0 * i as f64 + 1.0)).collect();
+        assert!((slope(&pts).unwrap() - 3.0).abs() < 1e-9);
+        assert_eq!(slope(&pts[..2]), None);
+        let v: Vec<u32> = (0..1000).collect();
+        let t = thin(&v, 11);
+        assert_eq!(t.len(), 11);
+        assert_eq!((t[0], t[10]), (0, 999));
+        assert_eq!(thin(&v[..5], 11).len(), 5);
+    }
 }

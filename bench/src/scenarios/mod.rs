@@ -4,6 +4,7 @@ pub mod broadcast;
 pub mod churn;
 pub mod connect;
 pub mod echo;
+pub mod slow;
 
 use crate::client::{Conn, SrcAddrs, Target, WsImpl};
 use crate::procfs;
@@ -103,10 +104,12 @@ impl Ctx {
 
     /// Source addresses for `total` clients spread over the targets.
     pub fn src_addrs(&self, total: u64) -> SrcAddrs {
-        SrcAddrs::new(
-            self.common.src_addrs,
-            total.div_ceil(self.targets.len() as u64),
-        )
+        self.src_addrs_over(total, self.targets.len())
+    }
+
+    /// Source addresses for `total` clients spread over `targets` servers.
+    pub fn src_addrs_over(&self, total: u64, targets: usize) -> SrcAddrs {
+        SrcAddrs::new(self.common.src_addrs, total.div_ceil(targets.max(1) as u64))
     }
 
     /// Fields every result line carries.
@@ -168,6 +171,15 @@ impl ConnectReport {
     }
 }
 
+/// Where and how `spawn_clients_with` opens its clients.
+#[derive(Clone, Default)]
+pub struct SpawnOpts {
+    /// Servers to spread the clients over (empty: every --url).
+    pub targets: Vec<crate::client::Target>,
+    /// Clients `0..k` get a fixed socket receive buffer of this many bytes: `(k, bytes)`.
+    pub small_rcvbuf: Option<(u64, u32)>,
+}
+
 /// Opens `n` clients (at most `connect_concurrency` handshakes at once), client `i`
 /// on target `i % targets`, joining `room` first if given; each then runs
 /// `body(i, conn)` in its own task. Returns once every handshake succeeded or failed.
@@ -181,21 +193,45 @@ where
     F: Fn(u64, Conn) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    spawn_clients_with(ctx, &SpawnOpts::default(), n, room, body).await
+}
+
+/// `spawn_clients` on some of the targets, or with small receive buffers.
+pub async fn spawn_clients_with<F, Fut>(
+    ctx: &Ctx,
+    opts: &SpawnOpts,
+    n: u64,
+    room: Option<&str>,
+    body: F,
+) -> (Vec<JoinHandle<()>>, ConnectReport)
+where
+    F: Fn(u64, Conn) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let targets = if opts.targets.is_empty() {
+        ctx.targets.clone()
+    } else {
+        opts.targets.clone()
+    };
     let sem = Arc::new(Semaphore::new(ctx.common.connect_concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel::<Result<Duration, anyhow::Error>>();
-    let src = ctx.src_addrs(n);
+    let src = ctx.src_addrs_over(n, targets.len());
     let limit = ctx.connect_timeout();
     let start = Instant::now();
     let mut handles = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let target = ctx.targets[(i % ctx.targets.len() as u64) as usize].clone();
+        let target = targets[(i % targets.len() as u64) as usize].clone();
         let (sem, tx, body) = (sem.clone(), tx.clone(), body.clone());
         let room = room.map(str::to_owned);
+        let rcvbuf = opts
+            .small_rcvbuf
+            .and_then(|(k, bytes)| (i < k).then_some(bytes));
         handles.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await;
             let t0 = Instant::now();
             let res = async {
-                let mut conn = Conn::connect_timeout(&target, src.for_client(i), limit).await?;
+                let mut conn =
+                    Conn::connect_timeout_with(&target, src.for_client(i), rcvbuf, limit).await?;
                 if let Some(room) = &room {
                     tokio::time::timeout(limit, conn.join(room))
                         .await

@@ -4,13 +4,20 @@
 //! `echo(arg, ack)` -> `ack(arg)`, `join(room, ack?)` -> join then `ack(room)`,
 //! `pub({room, ...})` -> `io.to(room).emit("msg", obj)`.
 //!
-//! Usage: socketioxide-peer [--port N] [--host 127.0.0.1]; prints `listening on HOST:PORT`.
+//! Usage: socketioxide-peer [--port N] [--host 127.0.0.1]
+//!        [--adapter memory|redis] [--redis-url URL] [--redis-key PREFIX]
+//! prints `listening on HOST:PORT`. With `--adapter redis` (the bench's cluster cases)
+//! the nodes form one cluster through socketioxide-redis (its defaults, the key as
+//! channel prefix; RESP3, which Redis 6+ speaks).
 
 use axum::serve::ListenerExt;
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
 use socketioxide::SocketIo;
+use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use std::io::Write;
 
 fn arg(name: &str, def: &str) -> String {
@@ -29,40 +36,65 @@ fn arg(name: &str, def: &str) -> String {
     def.to_string()
 }
 
+/// Registers the event handlers. It runs as a connect *middleware*: socketioxide
+/// awaits middlewares before it sends the CONNECT packet, but spawns the connect
+/// handler after sending it, so an event emitted right on connect (as the bench's
+/// `join` is) could otherwise beat the handler registration and be dropped.
+async fn register<A: Adapter>(s: SocketRef<A>) -> Result<(), std::convert::Infallible> {
+    s.on("echo", async |Data::<Value>(data), ack: AckSender<A>| {
+        ack.send(&data).ok();
+    });
+    s.on(
+        "join",
+        async |s: SocketRef<A>, Data::<String>(room), ack: AckSender<A>| {
+            s.join(room.clone());
+            ack.send(&room).ok();
+        },
+    );
+    s.on("pub", async |io: SocketIo<A>, Data::<Value>(obj)| {
+        if let Some(room) = obj.get("room").and_then(|r| r.as_str()).map(str::to_owned) {
+            io.to(room).emit("msg", &obj).await.ok();
+        }
+    });
+    Ok(())
+}
+
+async fn on_connect<A: Adapter>(_: SocketRef<A>) {}
+
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = arg("port", "0").parse().expect("--port must be a number");
     let host = arg("host", "127.0.0.1");
-
-    let (layer, io) = SocketIo::new_layer();
-    let io2 = io.clone();
-    // The event handlers are registered in a connect *middleware*: socketioxide awaits
-    // middlewares before it sends the CONNECT packet, but spawns the connect handler
-    // after sending it, so an event emitted right on connect (as the bench's `join`
-    // is) could otherwise beat the handler registration and be dropped.
-    let register = move |s: SocketRef| {
-        let io = io2.clone();
-        async move {
-            s.on("echo", async |Data::<Value>(data), ack: AckSender| {
-                ack.send(&data).ok();
-            });
-            s.on(
-                "join",
-                async |s: SocketRef, Data::<String>(room), ack: AckSender| {
-                    s.join(room.clone());
-                    ack.send(&room).ok();
-                },
-            );
-            s.on("pub", async move |Data::<Value>(obj)| {
-                if let Some(room) = obj.get("room").and_then(|r| r.as_str()).map(str::to_owned) {
-                    io.to(room).emit("msg", &obj).await.ok();
-                }
-            });
-            Ok::<(), std::convert::Infallible>(())
+    match arg("adapter", "memory").as_str() {
+        "memory" => {
+            let (layer, io) = SocketIo::new_layer();
+            io.ns("/", on_connect.with(register));
+            serve(layer, &host, port).await?;
         }
-    };
-    io.ns("/", (async |_: SocketRef| {}).with(register));
+        "redis" => {
+            let mut url = arg("redis-url", "redis://127.0.0.1:6379");
+            if !url.contains("protocol=") {
+                url += if url.contains('?') { "&" } else { "?" };
+                url += "protocol=resp3";
+            }
+            let client = redis::Client::open(url)?;
+            let config = RedisAdapterConfig::new().with_prefix(arg("redis-key", "socket.io"));
+            let adapter = RedisAdapterCtr::new_with_redis_config(&client, config).await?;
+            let (layer, io) = SocketIo::builder()
+                .with_adapter::<RedisAdapter<_>>(adapter)
+                .build_layer();
+            io.ns("/", on_connect.with(register)).await?;
+            serve(layer, &host, port).await?;
+        }
+        other => {
+            eprintln!("unknown adapter {other:?} (memory, redis)");
+            std::process::exit(2);
+        }
+    }
+    Ok(())
+}
 
+async fn serve<A: Adapter>(layer: SocketIoLayer<A>, host: &str, port: u16) -> std::io::Result<()> {
     let app = axum::Router::new().layer(layer);
     // Backlog 1024 (tokio's bind() gives 128, Node's default is 511): bursts of
     // handshakes from the connect scenario must not end in SYN retransmits.
