@@ -51,6 +51,19 @@ pub async fn start(
             tracing::info!(node_id = f.node_id(), key, "redis adapter connected");
             f
         }
+        AdapterChoice::Nats { config, .. } => {
+            let mut cfg = config.clone();
+            cfg.node_id = node_id;
+            let f = skein_adapter_nats::connect(cfg)
+                .await
+                .context("cannot start the nats adapter")?;
+            tracing::info!(
+                node_id = f.node_id(),
+                prefix = config.prefix,
+                "nats adapter connected"
+            );
+            f
+        }
     };
     Ok(Some(factory))
 }
