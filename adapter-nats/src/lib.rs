@@ -9,17 +9,22 @@
 //!   never sees its broadcasts), the presence probe, and the count of what did not
 //!   cross while NATS was away;
 //!
+//! - [`jetstream`]: with recovery, the log of broadcasts and the session store.
+//!
 //! Messages use the layer's native codec (MessagePack): NATS has no other server's
 //! wire format to follow.
 
 pub mod connection;
+pub mod jetstream;
 pub mod subjects;
 pub mod transport;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use skein::adapter::cluster::{Cluster, ClusterConfig, ClusterFactory};
+use std::sync::Arc;
+
+use skein::adapter::cluster::{Cluster, ClusterConfig, ClusterFactory, ClusterLog};
 
 pub use connection::{check_config, check_url};
 pub use transport::NatsTransport;
@@ -101,17 +106,22 @@ impl Default for NatsAdapterConfig {
     }
 }
 
-/// Connects to NATS and starts the node's cluster layer over it. A bad option or an
-/// unreachable server is an error here, so that a misconfigured node fails at startup
-/// rather than running alone; once connected, the client reconnects by itself.
-pub async fn connect(config: NatsAdapterConfig) -> Result<ClusterFactory, NatsAdapterError> {
+/// Connects to NATS and starts the node's cluster layer over it; with `recovery`, the
+/// JetStream log carries broadcasts and socket management and the bucket stores the
+/// sessions. A bad option or an unreachable server is an error here, so that a
+/// misconfigured node fails at startup rather than running alone; once connected, the
+/// client reconnects by itself.
+pub async fn connect(
+    config: NatsAdapterConfig,
+    recovery: Option<jetstream::JetStreamConfig>,
+) -> Result<ClusterFactory, NatsAdapterError> {
     let cluster = Cluster::new(ClusterConfig {
         node_id: config.node_id.clone(),
         request_timeout: config.request_timeout,
     });
     let conn = connection::connect(&config).await?;
     let transport = NatsTransport::start(
-        conn,
+        conn.clone(),
         subjects::Subjects::new(&config.prefix),
         cluster.node_id(),
         cluster.inbound(),
@@ -119,5 +129,19 @@ pub async fn connect(config: NatsAdapterConfig) -> Result<ClusterFactory, NatsAd
         cluster.live_peers(),
     )
     .await?;
-    Ok(cluster.start(transport, None))
+    let log = match recovery {
+        Some(cfg) => Some(
+            jetstream::JetStreamLog::start(
+                conn,
+                &config.prefix,
+                cfg,
+                cluster.node_id().to_owned(),
+                cluster.inbound(),
+                cluster.peer_count(),
+            )
+            .await? as Arc<dyn ClusterLog>,
+        ),
+        None => None,
+    };
+    Ok(cluster.start(transport, log))
 }
