@@ -54,6 +54,10 @@ struct Item {
     payload: Bytes,
 }
 
+/// (namespace, room).
+type RoomKey = (String, String);
+type Pending = Arc<Mutex<HashMap<RoomKey, watch::Receiver<bool>>>>;
+
 struct Shared {
     mesh: Arc<Mesh>,
     node: Arc<str>,
@@ -69,9 +73,9 @@ pub struct MeshTransport {
     links: Mutex<HashMap<String, mpsc::Sender<Item>>>,
     /// Index changes of rooms that gained their first member here, until every live
     /// node applied them (`true`).
-    pending: Arc<Mutex<HashMap<(String, String), watch::Receiver<bool>>>>,
+    pending: Pending,
     /// The rooms with a member here (republished after a readmission).
-    rooms: Arc<Mutex<HashSet<(String, String)>>>,
+    rooms: Arc<Mutex<HashSet<RoomKey>>>,
 }
 
 impl std::fmt::Debug for MeshTransport {
