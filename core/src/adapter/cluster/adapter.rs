@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::message::{Message, NodeId, ResponseBody};
@@ -272,6 +273,43 @@ impl Adapter for ClusterAdapter {
             });
         }
         Ok(())
+    }
+
+    fn joined(&self, rooms: &[Room]) -> Option<BoxFuture<'static, ()>> {
+        self.node.transport().visible(self.nsp(), rooms)
+    }
+
+    /// With a transport that routes by interest, every node joins its sockets and
+    /// answers once the joins are visible; this call waits for those answers (up to the
+    /// request timeout). Otherwise as [`Adapter::add_sockets`].
+    async fn add_sockets_visible(
+        &self,
+        opts: &BroadcastOptions,
+        rooms: &[Room],
+    ) -> Result<(), AdapterError> {
+        self.local.add_sockets(opts, rooms);
+        let Some(here) = self.joined(rooms) else {
+            if !opts.flags.local {
+                self.send_all(&Message::SocketsJoin {
+                    opts: opts.clone(),
+                    rooms: rooms.to_vec(),
+                    req: None,
+                });
+            }
+            return Ok(());
+        };
+        if opts.flags.local {
+            here.await;
+            return Ok(());
+        }
+        let make = |req| Message::SocketsJoin {
+            opts: opts.clone(),
+            rooms: rooms.to_vec(),
+            req: Some(req),
+        };
+        let timeout = self.node.cfg.request_timeout;
+        let (asked, ()) = tokio::join!(self.request(make, timeout), here);
+        asked.map(drop)
     }
 
     fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError> {
