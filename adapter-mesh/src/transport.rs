@@ -48,6 +48,14 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long index changes are collected into one batch.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
+/// The queue of one peer's stream.
+struct Link {
+    tx: mpsc::Sender<Item>,
+    /// Broadcasts queued for the peer (what a node pays for a room it holds no member
+    /// of is what stays at zero here).
+    broadcasts: AtomicU64,
+}
+
 struct Item {
     /// The peer's incarnation when the frame was queued (0: unknown).
     incarnation: u64,
@@ -70,7 +78,7 @@ struct Shared {
 pub struct MeshTransport {
     shared: Arc<Shared>,
     batcher: IndexBatcher,
-    links: Mutex<HashMap<String, mpsc::Sender<Item>>>,
+    links: Mutex<HashMap<String, Arc<Link>>>,
     /// Index changes of rooms that gained their first member here, until every live
     /// node applied them (`true`).
     pending: Pending,
@@ -120,19 +128,33 @@ impl MeshTransport {
         &self.shared.mesh
     }
 
-    fn enqueue(&self, peer: &str, item: Item) {
-        let tx = {
+    /// Broadcasts this node queued for `peer` so far.
+    pub fn broadcasts_sent(&self, peer: &str) -> u64 {
+        self.links
+            .lock()
+            .get(peer)
+            .map_or(0, |l| l.broadcasts.load(Ordering::Relaxed))
+    }
+
+    fn enqueue(&self, peer: &str, item: Item, broadcast: bool) {
+        let link = {
             let mut links = self.links.lock();
             links
                 .entry(peer.to_owned())
                 .or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(QUEUE);
                     tokio::spawn(run_link(Arc::downgrade(&self.shared), peer.to_owned(), rx));
-                    tx
+                    Arc::new(Link {
+                        tx,
+                        broadcasts: AtomicU64::new(0),
+                    })
                 })
                 .clone()
         };
-        if tx.try_send(item).is_err() {
+        if broadcast {
+            link.broadcasts.fetch_add(1, Ordering::Relaxed);
+        }
+        if link.tx.try_send(item).is_err() {
             self.shared.undelivered.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -165,17 +187,16 @@ impl MeshTransport {
                     .collect()
             }
         };
+        let broadcast = matches!(msg, Message::Broadcast { .. });
         for (peer, incarnation) in targets {
             if peer == me {
                 continue;
             }
-            self.enqueue(
-                peer,
-                Item {
-                    incarnation,
-                    payload: payload.clone(),
-                },
-            );
+            let item = Item {
+                incarnation,
+                payload: payload.clone(),
+            };
+            self.enqueue(peer, item, broadcast);
         }
     }
 }
@@ -262,7 +283,7 @@ impl Transport for MeshTransport {
                 .links
                 .lock()
                 .values()
-                .any(|tx| tx.capacity() < tx.max_capacity());
+                .any(|l| l.tx.capacity() < l.tx.max_capacity());
             if !busy || tokio::time::Instant::now() >= deadline {
                 break;
             }
