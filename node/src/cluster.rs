@@ -89,6 +89,27 @@ pub async fn start(
             let _ = MESH.set(mesh);
             f
         }
+        AdapterChoice::Nats { config, replicas } => {
+            let mut cfg = config.clone();
+            cfg.node_id = node_id;
+            let js = recovery.map(|rec| skein_adapter_nats::jetstream::JetStreamConfig {
+                max_len: rec.log_max_len,
+                max_age: rec.log_max_age,
+                max_disconnection: rec.max_disconnection_duration,
+                replicas: *replicas,
+            });
+            let with_js = js.is_some();
+            let f = skein_adapter_nats::connect(cfg, js)
+                .await
+                .context("cannot start the nats adapter")?;
+            tracing::info!(
+                node_id = f.node_id(),
+                prefix = config.prefix,
+                jetstream = with_js,
+                "nats adapter connected"
+            );
+            f
+        }
     };
     Ok(Some(factory))
 }

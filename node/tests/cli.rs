@@ -189,6 +189,101 @@ fn bad_redis_configuration_stops_the_node_clearly() {
     );
 }
 
+#[test]
+fn bad_nats_configuration_stops_the_node_clearly() {
+    let run = |args: &[&str]| {
+        let out = skein()
+            .args(["--host", "127.0.0.1", "--port", "0", "--adapter", "nats"])
+            .args(args)
+            .output()
+            .expect("skein runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Each bad value is a configuration error (exit 2) naming its option, found before
+    // any connection is tried, and no secret appears in the message.
+    for (args, needle) in [
+        (&["--nats-url", "http://u:hunter2@host:1"][..], "nats_url: "),
+        (
+            &["--nats-url", "nats://127.0.0.1:4222,nats://h:notaport"],
+            "nats_url: ",
+        ),
+        (&["--nats-prefix", "a b"], "nats_prefix: "),
+        (&["--nats-nkey", "SUhunter2"], "nats_nkey: not an nkey seed"),
+        (
+            &["--nats-creds", "/nonexistent/x.creds"],
+            "nats_creds: cannot read",
+        ),
+        (
+            &["--nats-user", "u"],
+            "nats_password is needed with nats_user",
+        ),
+        (
+            &[
+                "--nats-token",
+                "hunter2",
+                "--nats-user",
+                "u",
+                "--nats-password",
+                "p",
+            ],
+            "give one way to authenticate",
+        ),
+        (
+            &["--nats-tls-ca", "/nonexistent/ca.pem"],
+            "nats_tls_ca: cannot read",
+        ),
+        (
+            &["--nats-tls-cert", "/etc/hostname"],
+            "nats_tls_cert and nats_tls_key go together",
+        ),
+        (
+            &["--nats-request-timeout", "0"],
+            "nats_request_timeout must be greater than 0",
+        ),
+        (
+            &["--nats-replicas", "9"],
+            "nats_replicas must be between 1 and 5",
+        ),
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+        assert!(!err.contains("hunter2"), "{args:?}: a secret in {err}");
+    }
+    // Nothing listens on port 1: the node refuses to start alone (exit 1).
+    let (code, err) = run(&["--nats-url", "nats://u:hunter2@127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("NATS unreachable"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    // --check-config shows the servers with their passwords redacted, and hides the rest.
+    let out = skein()
+        .args(["--check-config", "--adapter", "nats"])
+        .args([
+            "--nats-url",
+            "nats://app:hunter2@127.0.0.1:1,nats://127.0.0.1:2",
+        ])
+        .args(["--nats-token", "tok3n", "--nats-prefix", "chat.prod"])
+        .output()
+        .expect("skein runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("nats_url = [\"nats://app:<redacted>@127.0.0.1:1\", \"nats://127.0.0.1:2\"]"),
+        "{text}"
+    );
+    assert!(text.contains("nats_prefix = \"chat.prod\""), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("tok3n"),
+        "{text}"
+    );
+}
+
 /// Writes `text` to a fresh file of this test process.
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("skein-cli-check-{}", std::process::id()));
@@ -217,7 +312,7 @@ fn check_config_reports_every_error_at_once() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(out.stdout.is_empty(), "nothing printed as valid");
     for needle in [
-        "unknown adapter \"carrier-pigeon\" (expected memory, redis, redis-streams or mesh) (from --adapter)",
+        "unknown adapter \"carrier-pigeon\" (expected memory, redis, redis-streams, nats or mesh) (from --adapter)",
         "grpc_tokens_file: cannot read /nonexistent/tokens",
         "grpc_port needs at least one token",
         "drain_period: invalid value \"long\"",

@@ -299,6 +299,11 @@ impl Layers {
 fn redact(o: &Opt, v: &toml::Value) -> toml::Value {
     const HIDDEN: &str = "<redacted>";
     match v {
+        toml::Value::Array(a) if o.name == "nats_url" => toml::Value::Array(
+            a.iter()
+                .map(|u| redact_url_password(u.as_str().unwrap_or_default()).into())
+                .collect(),
+        ),
         toml::Value::Array(a) => {
             toml::Value::Array(a.iter().map(|_| HIDDEN.to_owned().into()).collect())
         }

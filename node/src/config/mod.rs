@@ -41,6 +41,11 @@ pub enum AdapterChoice {
     },
     /// The gRPC mesh: no broker, membership and room index replicated with Raft.
     Mesh(mesh::MeshOptions),
+    Nats {
+        config: skein_adapter_nats::NatsAdapterConfig,
+        /// Replicas of the JetStream stream and bucket (recovery).
+        replicas: usize,
+    },
 }
 
 /// The resolved configuration of a node.
@@ -362,15 +367,90 @@ fn resolve_adapter(l: &mut Layers, host: &str) -> AdapterChoice {
                 stream,
             }
         }
+        "nats" => resolve_nats(l),
         other => {
             l.error(
                 "adapter",
                 format!(
-                    "unknown adapter {other:?} (expected memory, redis, redis-streams or mesh)"
+                    "unknown adapter {other:?} (expected memory, redis, redis-streams, nats or mesh)"
                 ),
             );
             AdapterChoice::Memory
         }
+    }
+}
+
+fn resolve_nats(l: &mut Layers) -> AdapterChoice {
+    use skein_adapter_nats::{NatsAdapterConfig, NatsAuth, NatsTls};
+    let servers = l
+        .list("nats_url")
+        .unwrap_or_else(|| vec!["nats://127.0.0.1:4222".into()]);
+    l.default(
+        "nats_url",
+        toml::Value::Array(servers.iter().cloned().map(toml::Value::String).collect()),
+    );
+    let prefix = string_or(l, "nats_prefix", "skein");
+    let creds = l.path("nats_creds");
+    let user = l.string("nats_user");
+    let password = l.string("nats_password");
+    let token = l.string("nats_token");
+    let nkey = l.string("nats_nkey");
+    let given = [
+        creds.is_some(),
+        user.is_some() || password.is_some(),
+        token.is_some(),
+        nkey.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        l.error(
+            "nats_creds",
+            "nats: give one way to authenticate: nats_creds, nats_user with nats_password, nats_token or nats_nkey",
+        );
+    }
+    let auth = match (creds, user, password, token, nkey) {
+        (Some(c), ..) => NatsAuth::Creds(c),
+        (_, Some(u), Some(p), ..) => NatsAuth::UserPassword(u, p),
+        (_, Some(_), None, ..) => {
+            l.error("nats_password", "nats_password is needed with nats_user");
+            NatsAuth::None
+        }
+        (_, None, Some(_), ..) => {
+            l.error("nats_user", "nats_user is needed with nats_password");
+            NatsAuth::None
+        }
+        (_, _, _, Some(t), _) => NatsAuth::Token(t),
+        (_, _, _, _, Some(k)) => NatsAuth::NKey(k),
+        _ => NatsAuth::None,
+    };
+    let tls = NatsTls {
+        ca: l.path("nats_tls_ca"),
+        cert: l.path("nats_tls_cert"),
+        key: l.path("nats_tls_key"),
+    };
+    let replicas = count_or(l, "nats_replicas", 1);
+    if !(1..=5).contains(&replicas) {
+        l.error("nats_replicas", "nats_replicas must be between 1 and 5");
+    }
+    let config = NatsAdapterConfig {
+        servers,
+        prefix,
+        auth,
+        tls,
+        request_timeout: ms(l, "nats_request_timeout", 5_000),
+        node_id: String::new(),
+    };
+    // Syntax and files only: the start connects, the check does not.
+    for e in skein_adapter_nats::check_config(&config) {
+        match e {
+            skein_adapter_nats::NatsAdapterError::Config { option, .. } => {
+                l.error(option, e.to_string())
+            }
+            other => l.error("nats_url", other.to_string()),
+        }
+    }
+    AdapterChoice::Nats {
+        config,
+        replicas: replicas.clamp(1, 5),
     }
 }
 

@@ -76,11 +76,23 @@ pub const OPTIONS: &[Opt] = &[
     opt("demo_logic", "L", "Who runs the demo's chat: builtin (the node) or api (an app server through the gRPC API, e.g. examples/chat-app-server) [default: builtin]."),
     opt("bench_handlers", "", "Register the benchmark handlers (`echo`, `join`, `pub`)."),
     opt("test_handlers", "", "Register the test application of tests/CONTRACT.md."),
-    opt("adapter", "A", "Cluster adapter: memory (single node), redis (pub/sub), redis-streams (pub/sub plus a stream: connection state recovery across nodes) or mesh (nodes talk over gRPC, membership and room index replicated with Raft: no broker) [default: memory]."),
+    opt("adapter", "A", "Cluster adapter: memory (single node), redis (pub/sub), redis-streams (pub/sub plus a stream: connection state recovery across nodes) nats (NATS; with --recovery, JetStream) or mesh (nodes talk over gRPC, membership and room index replicated with Raft: no broker) [default: memory]."),
     Opt { secret: true, ..opt("redis_url", "URL", "Redis URL of the redis adapters; a password in it is never printed [default: redis://127.0.0.1:6379].") },
     opt("redis_stream", "S", "Stream of --adapter redis-streams (`streamName`) [default: socket.io]."),
     opt("redis_key", "K", "Channel prefix of the Redis adapter (`key` of @socket.io/redis-adapter) [default: socket.io]."),
     opt("redis_request_timeout", "MS", "Milliseconds a cluster request waits for the other nodes [default: 5000]."),
+    Opt { secret: true, ..list("nats_url", "URLS", "NATS servers of --adapter nats, comma-separated; a password in them is never printed [default: nats://127.0.0.1:4222].") },
+    opt("nats_prefix", "P", "Subject prefix of --adapter nats, one per cluster; also names the JetStream stream and bucket [default: skein]."),
+    opt("nats_creds", "FILE", "NATS credentials file (user JWT and nkey seed)."),
+    opt("nats_user", "USER", "NATS user (with --nats-password)."),
+    Opt { secret: true, ..opt("nats_password", "PASS", "NATS password of --nats-user.") },
+    Opt { secret: true, ..opt("nats_token", "TOKEN", "NATS authentication token.") },
+    Opt { secret: true, ..opt("nats_nkey", "SEED", "NATS user nkey seed (SU...).") },
+    opt("nats_tls_ca", "FILE", "PEM CA certificate(s) to trust for NATS over TLS (turns TLS on)."),
+    opt("nats_tls_cert", "FILE", "PEM client certificate for NATS over TLS (with --nats-tls-key)."),
+    opt("nats_tls_key", "FILE", "PEM private key of --nats-tls-cert."),
+    opt("nats_request_timeout", "MS", "Milliseconds a cluster request waits for the other nodes [default: 5000]."),
+    opt("nats_replicas", "N", "Replicas of the JetStream stream and bucket of recovery (at most the NATS cluster's size) [default: 1]."),
     opt("node_id", "ID", "This node's id in the cluster [default: random]."),
     opt("grpc_port", "N", "Port of the gRPC API (skein.v1, health, reflection); 0 picks a free one [default: off]."),
     Opt { secret: true, ..list("grpc_tokens", "LIST", "Bearer tokens accepted by the gRPC API, comma-separated (this or --grpc-tokens-file is required with --grpc-port).") },
@@ -116,6 +128,8 @@ pub fn find(name: &str) -> Option<&'static Opt> {
 pub fn command() -> Command {
     let mut cmd = Command::new("skein")
         .version(env!("CARGO_PKG_VERSION"))
+        // The last occurrence of a flag wins (`--recovery true ... --recovery false`).
+        .args_override_self(true)
         .about(
             "A Socket.IO node. Every option can also be set in the TOML file given by --config \
              (same names, with underscores: `ping_interval = 25000`) and in the environment \

@@ -42,4 +42,4 @@ pub use adapter::ClusterAdapter;
 pub use message::{Envelope, Message, NodeId, ReqId, Response, ResponseBody};
 pub use node::{Cluster, ClusterConfig, ClusterFactory, KEEPALIVE};
 pub use peers::{HEARTBEAT_EVERY, PEER_TIMEOUT};
-pub use transport::{ClusterLog, Delivery, Inbound, PeerCount, Transport, TransportError};
+pub use transport::{ClusterLog, Delivery, Inbound, PeerCount, PeerIds, Transport, TransportError};

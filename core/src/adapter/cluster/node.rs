@@ -13,7 +13,7 @@ use super::adapter::ClusterAdapter;
 use super::message::{Envelope, Message, NodeId};
 use super::peers::{Peers, HEARTBEAT_EVERY};
 use super::requests::Requests;
-use super::transport::{ClusterLog, Delivery, Inbound, PeerCount, Transport};
+use super::transport::{ClusterLog, Delivery, Inbound, PeerCount, PeerIds, Transport};
 use crate::adapter::{Adapter, AdapterFactory, LocalAdapter, RecoverySupport, SessionStore};
 
 /// How often a node rewrites the sessions of its connected sockets, so that a node that
@@ -168,6 +168,12 @@ impl Cluster {
     pub fn peer_count(&self) -> PeerCount {
         let peers = self.node.peers.clone();
         Arc::new(move || peers.count())
+    }
+
+    /// Which other nodes are alive now.
+    pub fn live_peers(&self) -> PeerIds {
+        let peers = self.node.peers.clone();
+        Arc::new(move || peers.live())
     }
 
     /// Starts the layer over `transport` (and `log`, which carries broadcasts and stores

@@ -49,6 +49,10 @@ pub type Inbound = Arc<dyn Fn(Envelope, Delivery) + Send + Sync>;
 
 /// How many other nodes are alive now (a transport counts its losses against them).
 pub type PeerCount = Arc<dyn Fn() -> usize + Send + Sync>;
+
+/// The other nodes alive now, sorted (a transport that can ask each whether it is still
+/// there, as NATS can, counts the nodes of a request with them).
+pub type PeerIds = Arc<dyn Fn() -> Vec<super::message::NodeId> + Send + Sync>;
 /// A cluster backend. See the module documentation.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
