@@ -267,6 +267,16 @@ impl Transport for MeshTransport {
         }))
     }
 
+    fn holders(&self, nsp: &str, rooms: &[Room]) -> Option<Vec<String>> {
+        // A socket's own room is not in the index: ask everyone then.
+        if rooms.iter().any(|r| r.parse::<skein::Sid>().is_ok()) {
+            return None;
+        }
+        let view = self.shared.mesh.view();
+        let nodes = view.nodes_for(nsp, rooms.iter().map(|r| &**r));
+        Some(nodes.into_iter().map(String::from).collect())
+    }
+
     fn is_up(&self) -> bool {
         self.shared.mesh.is_joined()
     }
