@@ -97,5 +97,18 @@ pub async fn start(
         request_timeout,
     });
     let transport = MeshTransport::new(mesh.clone(), cluster.inbound(), visible_timeout);
+    // Listed as serving once admitted (the node accepts clients from its start).
+    let serving = Arc::downgrade(&mesh);
+    tokio::spawn(async move {
+        loop {
+            let Some(m) = serving.upgrade() else { return };
+            if m.joined(Duration::from_secs(1)).await.is_ok() {
+                if let Err(e) = m.set_state(NodeState::Serving).await {
+                    tracing::warn!("mesh: not yet listed as serving: {e}");
+                }
+                return;
+            }
+        }
+    });
     Ok((cluster.start(transport, None), mesh))
 }

@@ -12,7 +12,10 @@
 //! - A room's first local member (or its last leaving) is an index change, batched
 //!   ([`IndexBatcher`]) and committed through Raft. [`Transport::visible`] is the join
 //!   promise: it resolves once the change listing this node is applied on every live
-//!   node.
+//!   node. A change that did not become visible (no quorum: a minority partition; a
+//!   node that did not apply it in time) is proposed again while the room has a member
+//!   here, and later joins of the room wait for it too; each wait is bounded by the
+//!   visibility timeout, after which the join is acknowledged anyway (logged).
 //! - After this node is admitted again (a partition outlasted `gone_after`, which
 //!   cleared its entries), it republishes its rooms.
 
@@ -33,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
 use crate::batch::IndexBatcher;
+use crate::error::MeshError;
 use crate::mesh::Mesh;
 use crate::network::{Auth, MAX_MESSAGE};
 use crate::proto::bus_client::BusClient;
@@ -82,6 +86,8 @@ pub struct MeshTransport {
     /// Index changes of rooms that gained their first member here, until every live
     /// node applied them (`true`).
     pending: Pending,
+    /// The longest a join waits for its index change to be visible.
+    visible_timeout: Duration,
     /// The rooms with a member here (republished after a readmission).
     rooms: Arc<Mutex<HashSet<RoomKey>>>,
 }
@@ -114,6 +120,7 @@ impl MeshTransport {
         });
         let t = Arc::new(MeshTransport {
             batcher: mesh.batcher(BATCH_WINDOW, visible_timeout),
+            visible_timeout,
             shared,
             links: Mutex::default(),
             pending: Arc::default(),
@@ -232,9 +239,31 @@ impl Transport for MeshTransport {
             };
             let batcher = self.batcher.clone();
             let pending = self.pending.clone();
+            let rooms = self.rooms.clone();
+            // Until the change is visible everywhere, the room stays pending: a join
+            // that comes later waits too (each wait is bounded: see `visible`). A
+            // change that failed (no quorum, a node that did not apply it in time) is
+            // proposed again, as long as the room still has a member here.
             tokio::spawn(async move {
-                if let Err(e) = batcher.commit_visible(change).await {
-                    tracing::warn!(nsp = key.0, room = key.1, "mesh: join not visible: {e}");
+                loop {
+                    match batcher.commit_visible(change.clone()).await {
+                        Ok(()) | Err(MeshError::Stopped) => break,
+                        Err(e) => {
+                            tracing::warn!(
+                                nsp = key.0,
+                                room = key.1,
+                                "mesh: join not visible yet: {e}"
+                            )
+                        }
+                    }
+                    let current = pending
+                        .lock()
+                        .get(&key)
+                        .is_some_and(|r| r.same_channel(&rx));
+                    if !current || !rooms.lock().contains(&key) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 let _ = tx.send(true);
                 let mut p = pending.lock();
@@ -260,11 +289,30 @@ impl Transport for MeshTransport {
                 .filter_map(|r| p.get(&(nsp.to_owned(), r.to_string())).cloned())
                 .collect()
         };
+        let bound = self.visible_timeout;
         Some(Box::pin(async move {
-            for mut w in waits {
-                let _ = w.wait_for(|done| *done).await;
+            let all = async {
+                for mut w in waits {
+                    let _ = w.wait_for(|done| *done).await;
+                }
+            };
+            if tokio::time::timeout(bound, all).await.is_err() {
+                tracing::warn!(
+                    ?bound,
+                    "mesh: join acknowledged before it is visible everywhere"
+                );
             }
         }))
+    }
+
+    fn holders(&self, nsp: &str, rooms: &[Room]) -> Option<Vec<String>> {
+        // A socket's own room is not in the index: ask everyone then.
+        if rooms.iter().any(|r| r.parse::<skein::Sid>().is_ok()) {
+            return None;
+        }
+        let view = self.shared.mesh.view();
+        let nodes = view.nodes_for(nsp, rooms.iter().map(|r| &**r));
+        Some(nodes.into_iter().map(String::from).collect())
     }
 
     fn is_up(&self) -> bool {

@@ -72,6 +72,18 @@ async fn room_broadcasts_go_only_to_the_nodes_the_index_lists() {
         );
         assert_eq!(c2.next_event(Duration::from_millis(300)).await, None);
 
+        // fetch_sockets on the room: asked of its holder (node0), which answers.
+        let opts = skein::adapter::BroadcastOptions {
+            rooms: vec!["r".into()],
+            ..Default::default()
+        };
+        let found = ns1.adapter().fetch_sockets(opts).await.unwrap();
+        assert_eq!(found.missing, Vec::<String>::new());
+        assert_eq!(
+            found.items.iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![c0.sid]
+        );
+
         // Without rooms: every node.
         ns1.emit("all", Data::one(json!(1))).unwrap();
         assert_eq!(

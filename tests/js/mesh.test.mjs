@@ -1,11 +1,11 @@
 // The mesh adapter (--adapter mesh) as real node processes on loopback, with official
 // clients: the join promise, a leader killed with SIGKILL, a partition through TCP
-// proxies the test cuts, and a rolling restart. Skipped when SKEIN_TEST_ADAPTERS does not
+// proxies the test cuts (both ways, whichever node leads), and a rolling restart. Skipped when SKEIN_TEST_ADAPTERS does not
 // name the mesh.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import net from "node:net";
@@ -26,30 +26,65 @@ async function freePort() {
   return port;
 }
 
-/**
- * A TCP proxy on 127.0.0.1 to `target`: cut() closes every connection through it and
- * refuses new ones until heal().
- */
-async function tcpProxy(target) {
-  const conns = new Set();
-  let cut = false;
-  const srv = net.createServer((down) => {
-    if (cut) return down.destroy();
-    const up = net.connect(target, "127.0.0.1");
-    const pair = [down, up];
-    conns.add(pair);
-    const close = () => { down.destroy(); up.destroy(); conns.delete(pair); };
-    down.on("error", close).on("close", close);
-    up.on("error", close).on("close", close);
-    down.pipe(up);
-    up.pipe(down);
+/** Whether the TCP socket bound to 127.0.0.1:`port` belongs to process `pid` (Linux /proc). */
+function socketOwnedBy(pid, port) {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const inodes = new Set();
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try { text = readFileSync(f, "utf8"); } catch { continue; }
+    for (const line of text.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 9 && cols[1].endsWith(`:${hex}`)) inodes.add(cols[9]);
+    }
+  }
+  if (!inodes.size) return false;
+  let fds = [];
+  try { fds = readdirSync(`/proc/${pid}/fd`); } catch { return false; }
+  return fds.some((fd) => {
+    try {
+      const m = readlinkSync(`/proc/${pid}/fd/${fd}`).match(/^socket:\[(\d+)\]$/);
+      return m && inodes.has(m[1]);
+    } catch { return false; }
   });
-  await new Promise((r) => srv.listen(0, "127.0.0.1", r));
+}
+
+/**
+ * The nodes' mesh traffic through TCP proxies on 127.0.0.1, one per node (each node
+ * advertises its proxy's address). isolate(i, pid) cuts node i off both ways: every
+ * connection to its proxy, and every connection its process (pid) opened through the
+ * others' proxies, closed and refused until heal().
+ */
+async function meshNet(targets) {
+  const conns = new Set();
+  let isolated = null; // {i, pid}
+  const blocked = (c) => isolated && (c.to === isolated.i || socketOwnedBy(isolated.pid, c.srcPort));
+  const proxies = await Promise.all(targets.map(async (target, i) => {
+    const srv = net.createServer((down) => {
+      const c = { to: i, srcPort: down.remotePort, down, up: null };
+      if (blocked(c)) return down.destroy();
+      c.up = net.connect(target, "127.0.0.1");
+      conns.add(c);
+      const close = () => { down.destroy(); c.up.destroy(); conns.delete(c); };
+      down.on("error", close).on("close", close);
+      c.up.on("error", close).on("close", close);
+      down.pipe(c.up);
+      c.up.pipe(down);
+    });
+    await new Promise((r) => srv.listen(0, "127.0.0.1", r));
+    return { srv, addr: `127.0.0.1:${srv.address().port}` };
+  }));
   return {
-    addr: `127.0.0.1:${srv.address().port}`,
-    cut() { cut = true; for (const [a, b] of conns) { a.destroy(); b.destroy(); } conns.clear(); },
-    heal() { cut = false; },
-    close() { this.cut(); srv.close(); },
+    addrs: proxies.map((p) => p.addr),
+    isolate(i, pid) {
+      isolated = { i, pid };
+      for (const c of [...conns]) if (blocked(c)) { c.down.destroy(); c.up?.destroy(); conns.delete(c); }
+    },
+    heal() { isolated = null; },
+    close() {
+      for (const c of conns) { c.down.destroy(); c.up?.destroy(); }
+      for (const p of proxies) p.srv.close();
+    },
   };
 }
 
@@ -59,15 +94,15 @@ async function tcpProxy(target) {
  */
 async function meshFlags(n, { proxies = false, key = tag("k") } = {}) {
   const ports = await Promise.all(Array.from({ length: n }, freePort));
-  const px = proxies ? await Promise.all(ports.map((p) => tcpProxy(p))) : null;
-  const addrs = px ? px.map((p) => p.addr) : ports.map((p) => `127.0.0.1:${p}`);
+  const px = proxies ? await meshNet(ports) : null;
+  const addrs = px ? px.addrs : ports.map((p) => `127.0.0.1:${p}`);
   const flags = ports.map((port, i) => [
     "--adapter", "mesh", "--mesh-port", String(port), "--mesh-seeds", addrs.join(","),
     "--mesh-data", mkdtempSync(path.join(tmpdir(), "skein-mesh-")), "--mesh-secret", key,
     "--mesh-gone-after", String(GONE_AFTER),
-    ...(px ? ["--mesh-advertise", px[i].addr] : []),
+    ...(px ? ["--mesh-advertise", px.addrs[i]] : []),
   ]);
-  return { flags, proxies: px };
+  return { flags, net: px };
 }
 
 async function metrics(node) {
@@ -179,14 +214,21 @@ describe("mesh", { skip: SKIP }, () => {
     }
   });
 
-  test("partition through a TCP proxy: the cut node keeps serving its clients; after the heal the indexes agree with the real members", async () => {
-    const { flags, proxies } = await meshFlags(3, { proxies: true });
+  test("partition through TCP proxies: the leader cut off keeps serving its clients; after the heal the indexes agree with the real members", async () => {
+    const { flags, net: meshNet } = await meshFlags(3, { proxies: true });
     const cluster = await startCluster({ adapter: "mesh", adapterArgs: (i) => flags[i], recovery: false });
     try {
-      const a1 = await connect(cluster.node("A"));
-      const b1 = await connect(cluster.node("B"));
-      const c1 = await connect(cluster.node("C"));
-      const c2 = await connect(cluster.node("C"));
+      // The node cut off is the leader: the majority must elect another one.
+      let L;
+      await h.until(async () => {
+        for (const x of cluster.nodes) if ((await metrics(x)).get("skein_mesh_is_leader") === 1) L = x;
+        return L !== undefined;
+      }, 10000, "a leader");
+      const [X, Y] = cluster.nodes.filter((n) => n !== L);
+      const a1 = await connect(X);
+      const b1 = await connect(Y);
+      const c1 = await connect(L);
+      const c2 = await connect(L);
       await Promise.all([join(a1, "p1"), join(c1, "p1")]);
       const got = catcher({ a1, b1, c1, c2 }, "m");
       const t1 = tag();
@@ -195,9 +237,13 @@ describe("mesh", { skip: SKIP }, () => {
       const entries = async () => Promise.all(cluster.nodes.map(async (n) => (await metrics(n)).get("skein_mesh_index_entries")));
       assert.deepEqual(await entries(), [2, 2, 2]);
 
-      // Cut C off: nothing reaches C's mesh port.
-      proxies[2].cut();
-      await h.until(async () => (await metrics(cluster.node("A"))).get("skein_mesh_live_members") === 2, GONE_AFTER + 10000, "C declared gone on A");
+      // Cut the leader off, both ways.
+      meshNet.isolate(cluster.nodes.indexOf(L), L.server.proc.pid);
+      await h.until(async () => (await metrics(X)).get("skein_mesh_live_members") === 2, GONE_AFTER + 10000, "the cut leader declared gone by the majority");
+      await h.until(async () => {
+        const m = await Promise.all([X, Y].map(async (n) => (await metrics(n)).get("skein_mesh_is_leader")));
+        return m.includes(1);
+      }, 10000, "a new leader on the majority side");
       // C keeps serving its clients: its members change rooms, and a broadcast between
       // two clients of C still arrives.
       c1.emit("leave", "p1");
@@ -212,7 +258,7 @@ describe("mesh", { skip: SKIP }, () => {
       await ask(b1, "broadcast", { rooms: ["p1"], event: "m", args: [t3] });
       await expectExactly(got, t3, { a1: 1 });
 
-      proxies[2].heal();
+      meshNet.heal();
       // Real members now: p1 on A; p2 on C. Every node's index must say so.
       await h.until(async () => {
         const e = await entries();
@@ -231,7 +277,7 @@ describe("mesh", { skip: SKIP }, () => {
     } finally {
       h.closeClients();
       await cluster.stop();
-      for (const p of proxies) p.close();
+      meshNet.close();
     }
   });
 

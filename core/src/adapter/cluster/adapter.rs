@@ -101,6 +101,33 @@ impl ClusterAdapter {
         Ok((got, missing))
     }
 
+    /// Sends a request to the live peers among `nodes` only, and gathers their answers.
+    async fn request_to(
+        &self,
+        nodes: Vec<String>,
+        make: impl FnOnce(super::message::ReqId) -> Message,
+        timeout: Duration,
+    ) -> (Vec<Answer>, Vec<String>) {
+        let asked: Vec<NodeId> = self
+            .node
+            .peers
+            .live()
+            .into_iter()
+            .filter(|p| nodes.iter().any(|n| **n == **p))
+            .collect();
+        if asked.is_empty() {
+            return (vec![], vec![]);
+        }
+        let mut w = self.node.requests.register();
+        let msg = make(w.id.clone());
+        for n in &asked {
+            self.node.transport().send(n, self.nsp(), &msg);
+        }
+        let timeout = timeout.min(self.node.cfg.request_timeout);
+        let expected = Some(asked.len());
+        gather(&mut w, &self.node.peers, asked, expected, timeout).await
+    }
+
     /// A request that could not be sent: this node's part, and every peer missing.
     fn degraded<T>(&self, items: Vec<T>, e: &AdapterError) -> Gathered<T> {
         tracing::warn!(error = %e, "cluster request answered by this node only");
@@ -245,10 +272,22 @@ impl Adapter for ClusterAdapter {
             });
         }
         let timeout = self.node.cfg.request_timeout;
-        let (got, missing) = match self
-            .request(|req| Message::FetchSockets { req, opts }, timeout)
-            .await
-        {
+        // With an index of interest, a room's sockets are asked of its holders only.
+        let holders = if opts.rooms.is_empty() {
+            None
+        } else {
+            self.node.transport().holders(self.nsp(), &opts.rooms)
+        };
+        let asked = match holders {
+            Some(nodes) => Ok(self
+                .request_to(nodes, |req| Message::FetchSockets { req, opts }, timeout)
+                .await),
+            None => {
+                self.request(|req| Message::FetchSockets { req, opts }, timeout)
+                    .await
+            }
+        };
+        let (got, missing) = match asked {
             Ok(r) => r,
             Err(e) => return Ok(self.degraded(items, &e)),
         };

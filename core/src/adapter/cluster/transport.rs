@@ -84,6 +84,13 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// The nodes that hold a member of any of `rooms` in `nsp`, for a transport that
+    /// keeps an index of interest: a request about those rooms (`fetch_sockets`) asks
+    /// only them. `None` (the default): ask every node.
+    fn holders(&self, _nsp: &str, _rooms: &[Room]) -> Option<Vec<String>> {
+        None
+    }
+
     /// How many nodes serve `nsp`, this one included, when the backend can tell (Redis
     /// counts the subscribers of the request channel, as the reference does, which also
     /// counts Node servers). `None`: the layer counts the live peers it heard from.
