@@ -127,6 +127,8 @@ pub struct Conn {
     /// The runtime of the connection's own thread.
     pub io: tokio::runtime::Handle,
     up: Arc<AtomicBool>,
+    /// How many times the connection was (re)established.
+    connections: Arc<std::sync::atomic::AtomicU64>,
     /// Notified when the connection comes back after an outage.
     pub reconnected: Arc<Notify>,
 }
@@ -138,6 +140,12 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Changes each time the connection is established again (a consumer of the old
+    /// connection may be gone with the server that held it).
+    pub fn generation(&self) -> u64 {
+        self.connections.load(Ordering::Acquire)
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
             && self.client.connection_state() == async_nats::connection::State::Connected
@@ -199,7 +207,8 @@ pub async fn connect(cfg: &NatsAdapterConfig) -> Result<Conn, NatsAdapterError> 
     }
     let up = Arc::new(AtomicBool::new(false));
     let reconnected = Arc::new(Notify::new());
-    let (up2, back) = (up.clone(), reconnected.clone());
+    let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (up2, back, gen) = (up.clone(), reconnected.clone(), connections.clone());
     let mut opts = match &cfg.auth {
         NatsAuth::None => ConnectOptions::new(),
         NatsAuth::Creds(path) => {
@@ -237,10 +246,11 @@ pub async fn connect(cfg: &NatsAdapterConfig) -> Result<Conn, NatsAdapterError> 
             Duration::from_millis((attempts as u64).saturating_mul(100).min(1000))
         })
         .event_callback(move |ev| {
-            let (up, back) = (up2.clone(), back.clone());
+            let (up, back, gen) = (up2.clone(), back.clone(), gen.clone());
             async move {
                 match ev {
                     Event::Connected => {
+                        gen.fetch_add(1, Ordering::AcqRel);
                         if !up.swap(true, Ordering::AcqRel) {
                             tracing::info!("NATS connected");
                             back.notify_waiters();
@@ -281,6 +291,7 @@ pub async fn connect(cfg: &NatsAdapterConfig) -> Result<Conn, NatsAdapterError> 
         client,
         io,
         up,
+        connections,
         reconnected,
     })
 }

@@ -498,6 +498,7 @@ async fn read_loop(
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(l) = log.upgrade() else { return };
+        let generation = l.conn.generation();
         let from = l.position.load(Ordering::Acquire) + 1;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
@@ -538,9 +539,19 @@ async fn read_loop(
             }
         };
         drop(l);
+        let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 biased;
+                _ = check.tick() => {
+                    // A new connection: the consumer may have gone with the old server
+                    // (a restarted one, or another of the cluster); read on from where
+                    // this node is with a new one.
+                    let Some(l) = log.upgrade() else { return };
+                    if l.conn.generation() != generation {
+                        break;
+                    }
+                }
                 r = replays.recv() => {
                     let Some(r) = r else { return };
                     let Some(l) = log.upgrade() else { return };

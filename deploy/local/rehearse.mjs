@@ -64,6 +64,7 @@ try {
     } else {
       log({
         "redis-streams": "OK: every client kept its session and got every message once, in order",
+        nats: "OK: every client kept its session and got every message once, in order (JetStream)",
         redis: "OK: every client came back and the chat works across the new nodes (pub/sub keeps no session)",
         memory: "OK: every client came back to the new node (an in-memory session does not survive its node)",
       }[adapter]);

@@ -67,7 +67,7 @@ async function sendLoop(c, state, intervalMs) {
  * Returns {exits, clients, messages, nodes, problems}.
  */
 export async function chatThroughRoll(t, { io, clients = 6, intervalMs = 150, expectRecovery, log = () => {}, track = (s) => s } = {}) {
-  expectRecovery = expectRecovery ?? t.adapter === "redis-streams";
+  expectRecovery = expectRecovery ?? ["redis-streams", "nats"].includes(t.adapter);
   const cs = Array.from({ length: clients }, (_, i) => chatter(io, t.url, i, i % 2 === 1));
   for (const c of cs) track(c.socket);
   const state = { running: true, confirmed: new Set(), unconfirmed: new Set() };

@@ -17,7 +17,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, "../..");
 export const BASE_TOML = path.join(REPO, "deploy/base/skein.toml");
 /** The adapters this rehearsal knows how to back; nats and mesh add theirs here. */
-export const ADAPTERS = ["memory", "redis", "redis-streams"];
+export const ADAPTERS = ["memory", "redis", "redis-streams", "nats"];
 
 export function skeinBin() {
   if (process.env.SKEIN_BIN) return process.env.SKEIN_BIN;
@@ -34,9 +34,18 @@ async function startRedis(dir) {
   return { url: `redis://127.0.0.1:${port}`, port, stop: () => p.stop("SIGKILL") };
 }
 
+/** A private nats-server with JetStream (the nats overlay's StatefulSet, one server here). */
+async function startNats(dir) {
+  const port = await freePort();
+  const p = run(process.env.NATS_SERVER_BIN || "nats-server",
+    ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", path.join(dir, "nats")]);
+  await p.waitFor(/Server is ready/, 10000, "nats-server");
+  return { url: `nats://127.0.0.1:${port}`, port, stop: () => p.stop("SIGKILL") };
+}
+
 /**
- * Start the topology. `adapter`: memory (1 node, like the single overlay), redis or
- * redis-streams (3 nodes); `args`: more flags for every node (an application such as
+ * Start the topology. `adapter`: memory (1 node, like the single overlay), redis,
+ * redis-streams or nats (3 nodes; nats with JetStream recovery, as its overlay); `args`: more flags for every node (an application such as
  * --demo, or --drain-period); `sticky`: cookie affinity at the load balancer.
  * Returns {adapter, url, lb, redis, nodes, tokens, metrics(node), clusterPeers(),
  * rollingRestart(opts), stop()}.
@@ -53,7 +62,13 @@ export async function startTopology({ adapter = "redis-streams", n, args = [], s
   const t = { adapter, dir, tokens, nodes: [], redis: null, lb: null };
   try {
     const adapterArgs = ["--adapter", adapter];
-    if (adapter !== "memory") {
+    if (adapter === "nats") {
+      // t.redis: the backend process, redis-server or nats-server.
+      t.redis = await startNats(dir);
+      log(`nats-server on ${t.redis.url}`);
+      const key = `rehearsal-${randomBytes(3).toString("hex")}`;
+      adapterArgs.push("--nats-url", t.redis.url, "--nats-prefix", key, "--recovery", "true");
+    } else if (adapter !== "memory") {
       t.redis = await startRedis(dir);
       log(`redis-server on ${t.redis.url}`);
       const key = `rehearsal-${randomBytes(3).toString("hex")}`;

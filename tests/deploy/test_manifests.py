@@ -26,7 +26,7 @@ def k8s_errors(doc: dict) -> str | None:
 
 
 def test_the_overlays_are_the_adapters():
-    assert {"single", "redis", "redis-streams", "mesh"} <= set(OVERLAYS), OVERLAYS
+    assert {"single", "redis", "redis-streams", "nats", "mesh"} <= set(OVERLAYS), OVERLAYS
 
 
 @pytest.mark.parametrize("rel", [f"overlays/{o}" for o in OVERLAYS] + EXTRAS)
@@ -191,7 +191,7 @@ def test_drain_fits_in_the_grace_period(ov):
 
 def test_disruption_budget_and_scaling(ov):
     labels = ov.dep["spec"]["template"]["metadata"]["labels"]
-    (pdb,) = by_kind(ov.docs, "PodDisruptionBudget")
+    pdb = one(ov.docs, "PodDisruptionBudget", "skein")
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     hpas = by_kind(ov.docs, "HorizontalPodAutoscaler")
@@ -269,6 +269,23 @@ def test_the_adapter_backend_is_rendered(ov):
     e = ov.effective
     if e["adapter"] == "mesh":
         return mesh_is_rendered(ov)
+    if e["adapter"] == "nats":
+        # Every server URL names a pod of the NATS StatefulSet through its headless
+        # Service, on the client port; JetStream is replicated on all of them.
+        (sts,) = by_kind(ov.docs, "StatefulSet")
+        svc = one(ov.docs, "Service", sts["spec"]["serviceName"])
+        assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"]
+        urls = [urlparse(u) for u in ov.pod.env["SKEIN_NATS_URL"].split(",")]
+        pods = {f"{sts['metadata']['name']}-{i}.{svc['metadata']['name']}" for i in range(sts["spec"]["replicas"])}
+        assert {u.hostname for u in urls} == pods, urls
+        assert all(u.port in [p["port"] for p in svc["spec"]["ports"]] for u in urls)
+        assert e["nats_replicas"] == sts["spec"]["replicas"] == 3 and e["recovery"] is True
+        assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+        pol = one(ov.docs, "NetworkPolicy", svc["metadata"]["name"])
+        assert pol["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"].items() <= \
+            ov.dep["spec"]["template"]["metadata"]["labels"].items(), "only the nodes reach NATS"
+        assert one(ov.docs, "PodDisruptionBudget", sts["metadata"]["name"])["spec"]["maxUnavailable"] == 1
+        return
     if not e["adapter"].startswith("redis"):
         assert not by_kind(ov.docs, "StatefulSet")
         return
