@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Bus frames are shared between the queues of several peers without copies.
+        .bytes(".skein.mesh.v1.BusFrame")
         .compile_fds(fds)?;
     Ok(())
 }

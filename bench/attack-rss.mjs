@@ -56,6 +56,8 @@ for (let r = 1; r <= ROUNDS; r++) {
   const sampler = setInterval(() => { peak = Math.max(peak, rss()); }, 50);
   const sent = await Promise.all(Array.from({ length: ATTACKERS }, attack));
   clearInterval(sampler);
+  // A round can end before the first 50 ms sample: take one now as well.
+  peak = Math.max(peak, rss());
   await sleep(2000);
   rows.push({ round: r, attackers: ATTACKERS, max_attachments_sent: Math.max(...sent), peak_rss_mb: mb(peak), rss_after_mb: mb(rss()) });
 }

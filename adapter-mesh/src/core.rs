@@ -37,7 +37,14 @@ pub(crate) struct Core {
     pub(crate) state: Mutex<NodeState>,
     /// Counts this node's admissions: the adapter republishes its rooms when it changes.
     pub(crate) admissions: watch::Sender<u64>,
+    /// Where the `Bus` service hands the frames other nodes stream to this one.
+    pub(crate) bus: std::sync::OnceLock<BusSink>,
+    /// Set once the node stops: open `Bus` streams end.
+    pub(crate) halted: watch::Sender<bool>,
 }
+
+/// Receives the payload of every `Bus` frame (another node's cluster message).
+pub type BusSink = Arc<dyn Fn(bytes::Bytes) + Send + Sync>;
 
 impl Core {
     pub(crate) fn check_running(&self) -> Result<(), MeshError> {

@@ -59,6 +59,7 @@ mod sm_store;
 pub mod state;
 #[cfg(test)]
 mod storage_tests;
+pub mod transport;
 
 /// Generated code of `skein.mesh.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
@@ -68,7 +69,46 @@ pub(crate) mod proto {
 
 pub use batch::IndexBatcher;
 pub use config::{parse_seeds, MeshConfig};
+pub use core::BusSink;
 pub use error::MeshError;
 pub use mesh::Mesh;
 pub use metrics::{MeshMetrics, PeerMetrics, Role};
 pub use state::{Addresses, ClusterState, IndexChange, Member, NodeState, RoomIndex};
+pub use transport::MeshTransport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skein::adapter::cluster::{Cluster, ClusterConfig, ClusterFactory};
+
+/// Starts a mesh node and the cluster layer over it (`--adapter mesh`). The node joins
+/// the cluster in the background: this returns once the mesh port listens, so that
+/// nodes started one after the other (each waiting for the previous one to serve) still
+/// form a cluster. `request_timeout` bounds cluster requests; a join waits at most
+/// `propose_timeout` twice for its index change to be visible.
+pub async fn start(
+    config: MeshConfig,
+    request_timeout: Duration,
+) -> Result<(ClusterFactory, Arc<Mesh>), MeshError> {
+    let visible_timeout = config.propose_timeout * 2;
+    let mesh = Arc::new(Mesh::start(config).await?);
+    let cluster = Cluster::new(ClusterConfig {
+        node_id: mesh.node_id().to_owned(),
+        request_timeout,
+    });
+    let transport = MeshTransport::new(mesh.clone(), cluster.inbound(), visible_timeout);
+    // Listed as serving once admitted (the node accepts clients from its start).
+    let serving = Arc::downgrade(&mesh);
+    tokio::spawn(async move {
+        loop {
+            let Some(m) = serving.upgrade() else { return };
+            if m.joined(Duration::from_secs(1)).await.is_ok() {
+                if let Err(e) = m.set_state(NodeState::Serving).await {
+                    tracing::warn!("mesh: not yet listed as serving: {e}");
+                }
+                return;
+            }
+        }
+    });
+    Ok((cluster.start(transport, None), mesh))
+}

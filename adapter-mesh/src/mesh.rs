@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::batch::IndexBatcher;
 use crate::config::{Identity, MeshConfig};
-use crate::core::Core;
+use crate::core::{BusSink, Core};
 use crate::error::MeshError;
 use crate::log_store::LogStore;
 use crate::metrics::{self, MeshMetrics};
@@ -112,6 +112,8 @@ impl Mesh {
             stopped: Default::default(),
             state: Mutex::new(NodeState::Joining),
             admissions,
+            bus: Default::default(),
+            halted: watch::channel(false).0,
         });
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -142,6 +144,22 @@ impl Mesh {
         })
     }
 
+    /// Where the frames other nodes stream to this one go (set once; frames that come
+    /// earlier are dropped).
+    pub fn set_bus_sink(&self, sink: BusSink) {
+        let _ = self.core.bus.set(sink);
+    }
+
+    /// This process's incarnation (random per start), as its member record lists it.
+    pub fn incarnation(&self) -> u64 {
+        self.core.incarnation
+    }
+
+    /// The cluster secret's interceptor and the bound of one call, for the bus client.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
     /// This node's name.
     pub fn node_id(&self) -> &str {
         &self.core.id.node
@@ -161,6 +179,11 @@ impl Mesh {
             Err(_) => Err(MeshError::JoinTimeout(timeout)),
         };
         result
+    }
+
+    /// Whether this node has been admitted (it may have been declared gone since).
+    pub fn is_joined(&self) -> bool {
+        *self.joined.borrow()
     }
 
     /// Counts this node's admissions. It changes when the node is admitted again after
@@ -236,10 +259,25 @@ impl Mesh {
         self.halt().await;
     }
 
+    /// [`Mesh::shutdown`], with the leave bounded by `bound` (a node left without a
+    /// quorum does not wait the whole propose timeout to exit).
+    pub async fn shutdown_within(&self, bound: Duration) {
+        *self.core.state.lock() = NodeState::Gone;
+        let command = Command::SetState {
+            node: self.core.id.node.clone(),
+            state: NodeState::Gone,
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(bound, self.core.propose(command)).await {
+            tracing::warn!("mesh: leaving: {e}");
+        }
+        self.halt().await;
+    }
+
     /// Stops at once without telling the cluster, as a crash would: the others declare
     /// it gone after `gone_after`.
     pub async fn halt(&self) {
         self.core.stopped.store(true, Ordering::Release);
+        self.core.halted.send_replace(true);
         if let Some(tx) = self.stop_server.lock().take() {
             let _ = tx.send(());
         }

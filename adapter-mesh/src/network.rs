@@ -92,6 +92,10 @@ impl Peers {
         self.timeout
     }
 
+    pub(crate) fn auth(&self) -> Auth {
+        self.auth.clone()
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, Status> {
         if let Some(c) = self.channels.lock().get(addr) {
             return Ok(c.clone());

@@ -18,11 +18,12 @@ use tonic::{Request, Response, Status};
 use crate::core::{Core, Outcome};
 use crate::error::MeshError;
 use crate::network::{Auth, MAX_MESSAGE};
+use crate::proto::bus_server::{Bus, BusServer};
 use crate::proto::control_server::{Control, ControlServer};
 use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
 use crate::proto::{
-    join_reply, propose_reply, JoinReply, JoinRequest, ProposeReply, ProposeRequest, RaftReply,
-    RaftRequest, StatusReply, StatusRequest, WaitAppliedReply, WaitAppliedRequest,
+    join_reply, propose_reply, BusFrame, JoinReply, JoinRequest, ProposeReply, ProposeRequest,
+    RaftReply, RaftRequest, StatusReply, StatusRequest, WaitAppliedReply, WaitAppliedRequest,
 };
 use crate::state::Member;
 
@@ -149,10 +150,53 @@ impl Control for Arc<Handlers> {
     }
 }
 
+/// The metadata key of the receiving process's incarnation on a `Bus` stream.
+pub(crate) const INCARNATION: &str = "x-skein-incarnation";
+
+type FrameStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<BusFrame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Bus for Arc<Handlers> {
+    type StreamStream = FrameStream;
+
+    /// Reads the sender's frames in order on one task and hands them to the sink; the
+    /// answer stream stays open (and empty) until the sender or this node stops.
+    async fn stream(
+        &self,
+        req: Request<tonic::Streaming<BusFrame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        self.running()?;
+        let mut frames = req.into_inner();
+        let core = self.core.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<BusFrame, Status>>(1);
+        tokio::spawn(async move {
+            let mut halted = core.halted.subscribe();
+            loop {
+                tokio::select! {
+                    frame = frames.message() => match frame {
+                        Ok(Some(f)) => {
+                            if let Some(sink) = core.bus.get() {
+                                sink(f.payload);
+                            }
+                        }
+                        _ => break,
+                    },
+                    _ = halted.wait_for(|h| *h) => break,
+                }
+            }
+            drop(tx);
+        });
+        let mut resp =
+            Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as FrameStream);
+        if let Ok(v) = self.core.incarnation.to_string().parse() {
+            resp.metadata_mut().insert(INCARNATION, v);
+        }
+        Ok(resp)
+    }
+}
+
 /// Serves the mesh services on `listener` until `shutdown` resolves.
-///
-/// The broadcast path's streams are to be one more `add_service` here, wrapped in the
-/// same `Auth` interceptor.
 pub(crate) async fn serve(
     core: Arc<Core>,
     auth: Auth,
@@ -169,13 +213,17 @@ pub(crate) async fn serve(
     let raft = RaftServer::new(handlers.clone())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let control = ControlServer::new(handlers)
+    let control = ControlServer::new(handlers.clone())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let bus = BusServer::new(handlers)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(InterceptedService::new(raft, check(auth.clone())))
-        .add_service(InterceptedService::new(control, check(auth)))
+        .add_service(InterceptedService::new(control, check(auth.clone())))
+        .add_service(InterceptedService::new(bus, check(auth)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

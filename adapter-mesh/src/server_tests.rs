@@ -7,9 +7,10 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
+use crate::proto::bus_client::BusClient;
 use crate::proto::control_client::ControlClient;
 use crate::proto::raft_client::RaftClient;
-use crate::proto::{JoinRequest, ProposeRequest, RaftRequest, StatusRequest};
+use crate::proto::{BusFrame, JoinRequest, ProposeRequest, RaftRequest, StatusRequest};
 use crate::{Mesh, MeshConfig};
 
 fn authed<T>(msg: T, secret: &str) -> Request<T> {
@@ -102,6 +103,52 @@ async fn the_mesh_port_refuses_strangers_and_bad_payloads() {
             .unwrap()
             .into_inner();
         assert_eq!(status.leader_id, Some(status.raft_id));
+        mesh.halt().await;
+    })
+    .await
+    .expect("test bounded at 30 s");
+}
+
+#[tokio::test]
+async fn the_bus_refuses_strangers_and_hands_frames_over_in_order() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = MeshConfig::new(addr, dir.path(), "s3cret");
+        config.node_id = Some("solo".into());
+        let mesh = Mesh::start_on(config, listener).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        mesh.set_bus_sink(std::sync::Arc::new(move |p: bytes::Bytes| {
+            let _ = tx.send(p);
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut bus = BusClient::new(channel);
+        let frames = |n: u32| {
+            tokio_stream::iter((0..n).map(|i| BusFrame {
+                payload: bytes::Bytes::from(i.to_string()),
+            }))
+        };
+        // A stranger's stream is refused, and nothing it sent reaches the node.
+        let e = bus.stream(frames(3)).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        let e = bus.stream(authed(frames(3), "wrong")).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        // With the secret: every frame, in order, and the receiver's incarnation.
+        let resp = bus.stream(authed(frames(500), "s3cret")).await.unwrap();
+        let inc = resp.metadata().get("x-skein-incarnation").unwrap();
+        assert_eq!(inc.to_str().unwrap(), mesh.incarnation().to_string());
+        for i in 0..500u32 {
+            let p = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(p, bytes::Bytes::from(i.to_string()), "frames in order");
+        }
         mesh.halt().await;
     })
     .await

@@ -6,6 +6,15 @@ use anyhow::{Context, Result};
 use skein::adapter::cluster::ClusterFactory;
 use skein::adapter::RecoveryConfig;
 use skein_adapter_redis::RedisAdapterConfig;
+use std::sync::{Arc, OnceLock};
+
+/// The mesh node of this process, with `--adapter mesh` (one per process): `/metrics`
+/// and `ClusterInfo` show its Raft state.
+static MESH: OnceLock<Arc<skein_adapter_mesh::Mesh>> = OnceLock::new();
+
+pub fn mesh() -> Option<&'static Arc<skein_adapter_mesh::Mesh>> {
+    MESH.get()
+}
 
 use crate::config::{AdapterChoice, Config};
 
@@ -49,6 +58,35 @@ pub async fn start(
                 );
             }
             tracing::info!(node_id = f.node_id(), key, "redis adapter connected");
+            f
+        }
+        AdapterChoice::Mesh(m) => {
+            let mut cfg = skein_adapter_mesh::MeshConfig::new(
+                m.listen,
+                m.data_dir.clone(),
+                m.secret.0.clone(),
+            );
+            cfg.node_id = config.node_id.clone();
+            cfg.advertise = m.advertise.clone();
+            cfg.seeds = m.seeds.clone();
+            cfg.voters = m.voters;
+            cfg.gone_after = m.gone_after;
+            cfg.socketio_addr = format!("{}:{}", config.host, config.port);
+            cfg.api_addr = config
+                .grpc
+                .as_ref()
+                .map(|g| format!("{}:{}", config.host, g.port))
+                .unwrap_or_default();
+            let (f, mesh) = skein_adapter_mesh::start(cfg, m.request_timeout)
+                .await
+                .context("cannot start the mesh adapter")?;
+            tracing::info!(
+                node_id = f.node_id(),
+                mesh = %mesh.local_addr(),
+                seeds = ?m.seeds,
+                "mesh adapter started; joining the cluster in the background"
+            );
+            let _ = MESH.set(mesh);
             f
         }
         AdapterChoice::Nats { config, replicas } => {

@@ -121,6 +121,9 @@ impl Metrics {
             out.push_str("# TYPE skein_cluster_peers gauge\n");
             out.push_str(&format!("skein_cluster_peers {}\n", c.live_peers().len()));
         }
+        if let Some(m) = crate::cluster::mesh() {
+            mesh_metrics(&mut out, &m.metrics());
+        }
         out
     }
 }
@@ -185,4 +188,91 @@ pub fn handler(io: &SocketIo, config: &Config, metrics: Metrics) -> Result<HttpH
         }
         Box::pin(async move { io.handle(req).await })
     }))
+}
+
+/// The mesh's Raft state (`--adapter mesh`).
+fn mesh_metrics(out: &mut String, m: &skein_adapter_mesh::MeshMetrics) {
+    let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+        ));
+    };
+    out.push_str("# HELP skein_mesh_role This node's part in Raft (1 for its role).\n");
+    out.push_str("# TYPE skein_mesh_role gauge\n");
+    for role in ["leader", "follower", "candidate", "learner", "stopped"] {
+        out.push_str(&format!(
+            "skein_mesh_role{{role=\"{role}\"}} {}\n",
+            u8::from(m.role.as_str() == role)
+        ));
+    }
+    out.push_str("# HELP skein_mesh_leader The leader this node follows (1; none when unknown).\n");
+    out.push_str("# TYPE skein_mesh_leader gauge\n");
+    if let Some(l) = &m.leader {
+        out.push_str(&format!("skein_mesh_leader{{node=\"{}\"}} 1\n", label(l)));
+    }
+    gauge(
+        out,
+        "skein_mesh_is_leader",
+        "Whether this node leads.",
+        u64::from(m.role.as_str() == "leader"),
+    );
+    gauge(out, "skein_mesh_term", "The Raft term.", m.term);
+    gauge(
+        out,
+        "skein_mesh_applied_index",
+        "The last log index this node applied.",
+        m.applied_index.unwrap_or(0),
+    );
+    gauge(
+        out,
+        "skein_mesh_last_log_index",
+        "The last log index this node holds.",
+        m.last_log_index.unwrap_or(0),
+    );
+    gauge(
+        out,
+        "skein_mesh_members",
+        "Members listed in the replicated state.",
+        m.members as u64,
+    );
+    gauge(
+        out,
+        "skein_mesh_live_members",
+        "Members that are not gone.",
+        m.live_members as u64,
+    );
+    gauge(
+        out,
+        "skein_mesh_index_rooms",
+        "Rooms in the replicated room index.",
+        m.index_rooms as u64,
+    );
+    gauge(
+        out,
+        "skein_mesh_index_entries",
+        "(namespace, room, node) entries in the room index.",
+        m.index_entries as u64,
+    );
+    out.push_str("# HELP skein_mesh_peers Other nodes of Raft's membership (voter 1 or 0).\n");
+    out.push_str("# TYPE skein_mesh_peers gauge\n");
+    for p in &m.peers {
+        out.push_str(&format!(
+            "skein_mesh_peers{{node=\"{}\",mesh_addr=\"{}\"}} {}\n",
+            label(&p.node),
+            label(&p.mesh_addr),
+            u8::from(p.voter)
+        ));
+    }
+    out.push_str(
+        "# HELP skein_mesh_peer_lag Entries a peer is behind the leader's log (on the leader).\n",
+    );
+    out.push_str("# TYPE skein_mesh_peer_lag gauge\n");
+    for p in &m.peers {
+        if let Some(lag) = p.lag {
+            out.push_str(&format!(
+                "skein_mesh_peer_lag{{node=\"{}\"}} {lag}\n",
+                label(&p.node)
+            ));
+        }
+    }
 }

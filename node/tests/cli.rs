@@ -312,7 +312,7 @@ fn check_config_reports_every_error_at_once() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(out.stdout.is_empty(), "nothing printed as valid");
     for needle in [
-        "unknown adapter \"carrier-pigeon\" (expected memory, redis, redis-streams or nats) (from --adapter)",
+        "unknown adapter \"carrier-pigeon\" (expected memory, redis, redis-streams, nats or mesh) (from --adapter)",
         "grpc_tokens_file: cannot read /nonexistent/tokens",
         "grpc_port needs at least one token",
         "drain_period: invalid value \"long\"",
@@ -461,4 +461,55 @@ fn one_worker_thread_serves_many_connections_at_once() {
 fn stop_now(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn check_config_names_every_missing_or_bad_mesh_option() {
+    let out = skein()
+        .args(["--check-config", "--adapter", "mesh", "--host", "0.0.0.0"])
+        .args(["--mesh-seeds", "a:1,nonsense", "--mesh-voters", "0"])
+        .output()
+        .expect("skein runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for needle in [
+        "mesh_port is required with adapter mesh",
+        "mesh_seeds: \"nonsense\" is not host:port (from --mesh-seeds)",
+        "mesh_data is required with adapter mesh",
+        "mesh_secret_file (or mesh_secret) is required",
+        "mesh_advertise is required when host is 0.0.0.0",
+        "mesh_voters must be at least 1 (from --mesh-voters)",
+    ] {
+        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    }
+    // A complete set is valid, and the secret is never printed.
+    let secret = temp_file("mesh-secret", "s3cret-value\n");
+    let out = skein()
+        .args(["--check-config", "--adapter", "mesh", "--host", "127.0.0.1"])
+        .args(["--mesh-port", "7946", "--mesh-seeds", "127.0.0.1:7946"])
+        .args(["--mesh-data", "/tmp/skein-mesh-check"])
+        .args(["--mesh-secret-file", secret.to_str().unwrap()])
+        .output()
+        .expect("skein runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("s3cret-value"), "{text}");
+    let out = skein()
+        .args(["--check-config", "--adapter", "mesh", "--host", "127.0.0.1"])
+        .args(["--mesh-port", "7946", "--mesh-seeds", "127.0.0.1:7946"])
+        .args(["--mesh-data", "/tmp/skein-mesh-check"])
+        .args(["--mesh-secret", "s3cret-value"])
+        .output()
+        .expect("skein runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !text.contains("s3cret-value"),
+        "the secret is redacted: {text}"
+    );
 }

@@ -72,6 +72,7 @@ class Pod:
     root, its env resolved, and its args with the mount paths moved under that root."""
 
     FAKE_TOKENS = "token-for-the-test\n"
+    POD_IP = "10.1.2.3"
 
     def __init__(self, docs: list[dict], dep: dict, secret_env: dict[str, str] | None = None):
         self.root = Path(tempfile.mkdtemp(prefix="skein-pod-"))
@@ -81,7 +82,8 @@ class Pod:
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         self.mounts = {}
         for m in self.container.get("volumeMounts", []):
-            v = volumes[m["name"]]
+            # A volume claim template's volume (a StatefulSet) is an empty directory.
+            v = volumes.get(m["name"], {})
             target = self.root / m["mountPath"].lstrip("/")
             target.mkdir(parents=True, exist_ok=True)
             if "configMap" in v:
@@ -95,7 +97,7 @@ class Pod:
         # Paths in the mounted config files (grpc_tokens_file, TLS files) point into
         # other mounts: moved under the root like the args.
         for mount, target in self.mounts.items():
-            if "configMap" in volumes[next(m["name"] for m in self.container["volumeMounts"] if m["mountPath"] == mount)]:
+            if "configMap" in volumes.get(next(m["name"] for m in self.container["volumeMounts"] if m["mountPath"] == mount), {}):
                 for f in target.iterdir():
                     f.write_text(re.sub(r'"(/[^"]*)"', lambda m: f'"{self.local(m.group(1))}"', f.read_text()))
         self.env = self._env(secret_env or {})
@@ -135,12 +137,14 @@ class Pod:
                 env.update(one(self.docs, "ConfigMap", src["configMapRef"]["name"]).get("data", {}))
         for e in self.container.get("env", []):
             if "value" in e:
-                env[e["name"]] = e["value"]
+                # Kubernetes expands $(VAR) of the variables defined before this one.
+                env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                        lambda m: env.get(m.group(1), m.group(0)), e["value"])
                 continue
             ref = e["valueFrom"]
             if "fieldRef" in ref:
-                env[e["name"]] = {"metadata.name": "skein-7d9f8-abcde", "metadata.namespace": "default"}[
-                    ref["fieldRef"]["fieldPath"]]
+                env[e["name"]] = {"metadata.name": "skein-7d9f8-abcde", "metadata.namespace": "default",
+                                   "status.podIP": self.POD_IP}[ref["fieldRef"]["fieldPath"]]
             elif "configMapKeyRef" in ref:
                 cm = one(self.docs, "ConfigMap", ref["configMapKeyRef"]["name"])
                 env[e["name"]] = cm["data"][ref["configMapKeyRef"]["key"]]

@@ -26,7 +26,7 @@ def k8s_errors(doc: dict) -> str | None:
 
 
 def test_the_overlays_are_the_adapters():
-    assert {"single", "redis", "redis-streams", "nats"} <= set(OVERLAYS), OVERLAYS
+    assert {"single", "redis", "redis-streams", "nats", "mesh"} <= set(OVERLAYS), OVERLAYS
 
 
 @pytest.mark.parametrize("rel", [f"overlays/{o}" for o in OVERLAYS] + EXTRAS)
@@ -85,7 +85,8 @@ class Overlay:
     def __init__(self, name: str):
         self.name = name
         self.docs = render(f"overlays/{name}")
-        self.dep = one(self.docs, "Deployment", "skein")
+        # The nodes: a Deployment, or a StatefulSet on the mesh (stable names, volumes).
+        (self.dep,) = [w for w in workloads(self.docs) if w["metadata"]["name"] == "skein"]
         self.pod_spec = self.dep["spec"]["template"]["spec"]
         self.c = skein_container(self.dep)
         pod = Pod(self.docs, self.dep)
@@ -163,7 +164,8 @@ def test_probes(ov):
     assert live["httpGet"]["path"] == "/health/live" and ov.port(live["httpGet"]["port"]) == e["port"]
     assert start["grpc"]["port"] == e["grpc_port"], "grpc.health.v1 on the gRPC port"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": e["port"], "grpc": e["grpc_port"]}
+    mesh = {"mesh": e["mesh_port"]} if e["adapter"] == "mesh" else {}
+    assert ports == {"http": e["port"], "grpc": e["grpc_port"], **mesh}
 
 
 def test_drain_fits_in_the_grace_period(ov):
@@ -178,6 +180,11 @@ def test_drain_fits_in_the_grace_period(ov):
     # the HTTP server (node/src/main.rs); 5 s margin at least.
     needed = pre_s + (e["drain_period"] + 2 * e["shutdown_grace"]) / 1000 + 5
     assert spec["terminationGracePeriodSeconds"] >= needed, (spec["terminationGracePeriodSeconds"], needed)
+    if ov.dep["kind"] == "StatefulSet":
+        # One pod at a time, each back (same name and volume) before the next goes.
+        assert ov.dep["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+        assert "maxUnavailable" not in ov.dep["spec"]["updateStrategy"].get("rollingUpdate", {})
+        return
     strategy = ov.dep["spec"]["strategy"]["rollingUpdate"]
     assert strategy["maxUnavailable"] == 0 and strategy["maxSurge"] >= 1
 
@@ -193,7 +200,7 @@ def test_disruption_budget_and_scaling(ov):
         assert ov.dep["spec"]["replicas"] == 1
         return
     (hpa,) = hpas
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "skein"}
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": ov.dep["kind"], "name": "skein"}
     assert hpa["spec"]["minReplicas"] >= 3
     assert "replicas" not in ov.dep["spec"], "the autoscaler owns the replica count"
     assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"])
@@ -222,11 +229,15 @@ def test_restricted_security_and_resources(ov):
 
 def test_tokens_come_from_the_secret_only(ov):
     volumes = {v["name"]: v for v in ov.pod_spec["volumes"]}
-    secret_mounts = [m for m in ov.c["volumeMounts"] if "secret" in volumes[m["name"]]]
-    assert [volumes[m["name"]]["secret"]["secretName"] for m in secret_mounts] == ["skein-grpc-tokens"]
+    secret_mounts = [m for m in ov.c["volumeMounts"] if "secret" in volumes.get(m["name"], {})]
+    # The mesh's cluster secret is the one other Secret a node mounts.
+    mesh = ["skein-mesh-secret"] if ov.effective["adapter"] == "mesh" else []
+    names = [volumes[m["name"]]["secret"]["secretName"] for m in secret_mounts]
+    assert sorted(names) == sorted(["skein-grpc-tokens", *mesh])
+    secret_mounts = [m for m, n in zip(secret_mounts, names) if n == "skein-grpc-tokens"]
     (mount,) = secret_mounts
     item = volumes[mount["name"]]["secret"]["items"][0]
-    toml_text = one(ov.docs, "ConfigMap", ov.pod_spec["volumes"][0]["configMap"]["name"])["data"]["skein.toml"]
+    toml_text = one(ov.docs, "ConfigMap", volumes["config"]["configMap"]["name"])["data"]["skein.toml"]
     file = tomllib.loads(toml_text)["grpc_tokens_file"]
     assert file == f"{mount['mountPath']}/{item['path']}", "the node reads the mounted Secret"
     for cm in by_kind(ov.docs, "ConfigMap"):
@@ -256,6 +267,8 @@ def test_services_network_policy_and_spread(ov):
 def test_the_adapter_backend_is_rendered(ov):
     """A Redis URL points at a Service of the render, on its port."""
     e = ov.effective
+    if e["adapter"] == "mesh":
+        return mesh_is_rendered(ov)
     if e["adapter"] == "nats":
         # Every server URL names a pod of the NATS StatefulSet through its headless
         # Service, on the client port; JetStream is replicated on all of them.
@@ -300,3 +313,29 @@ def test_external_redis_example_takes_the_url_from_a_secret():
     assert check.returncode == 0, check.stderr
     assert "hunter2" not in check.stdout
     assert re.search(r'^redis_url = "redis://:<redacted>@redis.example.internal:6379/0"', check.stdout, re.M)
+
+
+def mesh_is_rendered(ov):
+    """The mesh: seeds through a headless Service that publishes pods before they are
+    ready, the pods start together, each has its volume for the Raft data, the secret
+    comes from a Secret file, the address advertised is the pod's, and the mesh port is
+    open to the nodes only."""
+    e, sts = ov.effective, ov.dep
+    assert sts["kind"] == "StatefulSet" and sts["spec"]["podManagementPolicy"] == "Parallel"
+    host, port = e["mesh_seeds"][0].rsplit(":", 1)
+    svc = one(ov.docs, "Service", host)
+    assert sts["spec"]["serviceName"] == host
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert [p["port"] for p in svc["spec"]["ports"]] == [int(port)] == [e["mesh_port"]]
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    mount = next(m for m in ov.c["volumeMounts"] if m["name"] == claim["metadata"]["name"])
+    assert e["mesh_data"].startswith(ov.pod.local(mount["mountPath"]) + "/"), "the Raft data is on the pod's volume"
+    assert e["mesh_voters"] == 3 and e["mesh_secret_file"].startswith(ov.pod.local("/var/run/secrets/skein-mesh/"))
+    env = {x["name"]: x for x in ov.c["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert list(env).index("POD_IP") < list(env).index("SKEIN_MESH_ADVERTISE"), "$(POD_IP) is defined before use"
+    assert e["mesh_advertise"] == f"{Pod.POD_IP}:{e['mesh_port']}"
+    pol = one(ov.docs, "NetworkPolicy", "skein")
+    (rule,) = [r for r in pol["spec"]["ingress"] if any(p["port"] == "mesh" for p in r.get("ports", []))]
+    assert [f["podSelector"]["matchLabels"] for f in rule["from"]] == [sts["spec"]["selector"]["matchLabels"]]

@@ -135,6 +135,10 @@ pub(crate) struct StreamLog {
     cfg: StreamsConfig,
     uid: String,
     queue: Queue,
+    /// Held while broadcasts are delivered here unlogged, so that those delivered when
+    /// the writer goes down (queued earlier) reach local clients before any broadcast
+    /// that `push` refused since: without it, a client saw 322, 323, then 21….
+    unlogged_order: Mutex<()>,
     pub(crate) stats: Stats,
     conn: ConnectionManager,
     replays: mpsc::UnboundedSender<Replay>,
@@ -189,6 +193,7 @@ impl StreamLog {
             cfg,
             uid,
             queue: Queue::new(),
+            unlogged_order: Mutex::new(()),
             stats: Stats::default(),
             conn: conn.clone(),
             replays,
@@ -250,6 +255,7 @@ impl StreamLog {
             data,
         };
         if let Err(q) = self.queue.push(q) {
+            let _order = self.unlogged_order.lock();
             self.deliver_unlogged(vec![q]);
         }
     }

@@ -400,6 +400,9 @@ pub(super) async fn write_loop(log: Weak<StreamLog>, mut conn: ConnectionManager
                             "redis streams: redis does not take writes; broadcasts reach this node's clients only, unlogged, until it does"
                         );
                         l.stats.writer_down.store(true, Ordering::Release);
+                        // Taken before going down: a broadcast refused from now on is
+                        // delivered after these (see `StreamLog::unlogged_order`).
+                        let _order = l.unlogged_order.lock();
                         let mut lost = std::mem::take(&mut batch.entries);
                         lost.extend(l.queue.go_down());
                         l.deliver_unlogged(lost);

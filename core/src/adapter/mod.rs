@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -185,6 +186,24 @@ pub trait Adapter: Send + Sync + 'static {
     fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError> {
         self.local().add_sockets(opts, rooms);
         Ok(())
+    }
+
+    /// The join promise, after a local socket joined `rooms` ([`Adapter::add_all`]):
+    /// what to await before telling anyone that it joined, so that every broadcast to
+    /// those rooms that starts afterwards, on any node, reaches it. `None` (the
+    /// default): the join is visible at once.
+    fn joined(&self, _rooms: &[Room]) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+
+    /// [`Adapter::add_sockets`] that returns once the joins are visible on every node
+    /// (see [`Adapter::joined`]): what a caller told "joined" can rely on.
+    async fn add_sockets_visible(
+        &self,
+        opts: &BroadcastOptions,
+        rooms: &[Room],
+    ) -> Result<(), AdapterError> {
+        self.add_sockets(opts, rooms)
     }
 
     /// Makes the targeted sockets leave `rooms`.

@@ -207,6 +207,15 @@ impl BroadcastOperator {
             .add_sockets(&self.opts, &rooms.into_rooms())
     }
 
+    /// [`BroadcastOperator::sockets_join`] that returns once the joins are visible on
+    /// every node of the cluster (see [`crate::Adapter::joined`]).
+    pub async fn sockets_join_visible(&self, rooms: impl IntoRooms) -> Result<(), AdapterError> {
+        self.ns
+            .adapter()
+            .add_sockets_visible(&self.opts, &rooms.into_rooms())
+            .await
+    }
+
     pub fn sockets_leave(&self, rooms: impl IntoRooms) -> Result<(), AdapterError> {
         self.ns
             .adapter()

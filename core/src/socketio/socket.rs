@@ -309,6 +309,21 @@ impl Socket {
         self.ns.adapter().add_all(self, &rooms.into_rooms());
     }
 
+    /// Joins `rooms` now, and returns what to await before telling the client it joined
+    /// (e.g. before the ack of a `join` event): once it resolves, every broadcast to
+    /// those rooms that starts afterwards, on any node of a cluster, reaches this
+    /// socket. `None`: the join is already visible everywhere (a single node, or an
+    /// adapter that sends every broadcast to every node).
+    pub fn join_visible(
+        self: &Arc<Self>,
+        rooms: impl IntoRooms,
+    ) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+        let rooms = rooms.into_rooms();
+        let adapter = self.ns.adapter();
+        adapter.add_all(self, &rooms);
+        adapter.joined(&rooms)
+    }
+
     pub fn leave(&self, room: &str) {
         self.ns.adapter().del(self.id, room);
     }

@@ -49,9 +49,17 @@ fn on_connect(s: SocketRef) {
     s.set_data(json!({ "user": user }));
     s.on("join room", |s, d, ack| {
         let Some(room) = room_of(&d) else { return };
-        s.join(room.as_str());
+        let visible = s.join_visible(room.as_str());
         if let Some(a) = ack {
-            a.send(Data::one(json!(room)));
+            match visible {
+                None => a.send(Data::one(json!(room))),
+                Some(v) => {
+                    tokio::spawn(async move {
+                        v.await;
+                        a.send(Data::one(json!(room)));
+                    });
+                }
+            }
         }
     });
     s.on("chat message", |s, d, _| {

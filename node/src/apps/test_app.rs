@@ -25,10 +25,21 @@ fn bench_handlers(s: &SocketRef) {
             let _ = s.emit("echo", d);
         }
     });
+    // The ack says "joined": with a cluster adapter that routes by interest (the mesh),
+    // it waits until every node would send this socket the room's broadcasts.
     s.on("join", |s, d, ack| {
-        s.join(rooms_of(d.args.first()));
+        let visible = s.join_visible(rooms_of(d.args.first()));
         if let Some(a) = ack {
-            a.send(Data::new(d.args.into_iter().take(1).collect()));
+            let reply = Data::new(d.args.into_iter().take(1).collect());
+            match visible {
+                None => a.send(reply),
+                Some(v) => {
+                    tokio::spawn(async move {
+                        v.await;
+                        a.send(reply);
+                    });
+                }
+            }
         }
     });
     s.on("pub", |s, d, _| {
@@ -247,10 +258,13 @@ fn on_connect(s: SocketRef, node: &Arc<str>) {
     });
     s.on("sockets-join", |s, d, ack| {
         let o = arg(&d);
-        let _ = select(s, &o).sockets_join(rooms_of(o.get("join")));
-        if let Some(a) = ack {
-            a.send(Data::empty());
-        }
+        let op = select(s, &o);
+        tokio::spawn(async move {
+            let _ = op.sockets_join_visible(rooms_of(o.get("join"))).await;
+            if let Some(a) = ack {
+                a.send(Data::empty());
+            }
+        });
     });
     s.on("sockets-leave", |s, d, ack| {
         let o = arg(&d);

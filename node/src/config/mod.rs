@@ -5,6 +5,7 @@
 //! so that a start (and `--check-config`) reports all of them at once.
 
 mod layers;
+pub mod mesh;
 pub mod options;
 
 use std::net::IpAddr;
@@ -38,6 +39,8 @@ pub enum AdapterChoice {
         /// Streams mode: the stream broadcasts and recovery go through.
         stream: Option<String>,
     },
+    /// The gRPC mesh: no broker, membership and room index replicated with Raft.
+    Mesh(mesh::MeshOptions),
     Nats {
         config: skein_adapter_nats::NatsAdapterConfig,
         /// Replicas of the JetStream stream and bucket (recovery).
@@ -258,7 +261,7 @@ fn resolve(l: &mut Layers) -> Config {
             format!("log_format must be text or json, got {log_format:?}"),
         );
     }
-    let adapter = resolve_adapter(l);
+    let adapter = resolve_adapter(l, &host);
     let grpc = resolve_grpc(l, port);
     // Streams mode exists for recovery: it is on unless turned off.
     let streams = matches!(
@@ -337,10 +340,11 @@ fn resolve(l: &mut Layers) -> Config {
     }
 }
 
-fn resolve_adapter(l: &mut Layers) -> AdapterChoice {
+fn resolve_adapter(l: &mut Layers, host: &str) -> AdapterChoice {
     let kind = string_or(l, "adapter", "memory");
     match kind.as_str() {
         "memory" => AdapterChoice::Memory,
+        "mesh" => mesh::resolve(l, host).map_or(AdapterChoice::Memory, AdapterChoice::Mesh),
         "redis" | "redis-streams" => {
             let url = string_or(l, "redis_url", "redis://127.0.0.1:6379");
             // Syntax only: the start connects, the check does not.
@@ -368,7 +372,7 @@ fn resolve_adapter(l: &mut Layers) -> AdapterChoice {
             l.error(
                 "adapter",
                 format!(
-                    "unknown adapter {other:?} (expected memory, redis, redis-streams or nats)"
+                    "unknown adapter {other:?} (expected memory, redis, redis-streams, nats or mesh)"
                 ),
             );
             AdapterChoice::Memory

@@ -115,8 +115,10 @@ impl Skein for Api {
         let r = req.into_inner();
         let (ns, opts) = args::selector(&self.io, r.target.as_ref())?;
         let rooms = args::room_list(&r.rooms)?;
+        // Returns once the joins are visible on every node (the mesh's join promise).
         ns.adapter()
-            .add_sockets(&opts, &rooms)
+            .add_sockets_visible(&opts, &rooms)
+            .await
             .map_err(adapter_err)?;
         Ok(Response::new(Empty {}))
     }
@@ -295,6 +297,31 @@ impl Skein for Api {
                 .unwrap_or_default(),
             backend_up: self.cluster.as_ref().is_none_or(|c| c.backend_up()),
             namespaces,
+            mesh: crate::cluster::mesh().map(|m| mesh_info(&m.metrics())),
         }))
+    }
+}
+
+/// The mesh's Raft state as `ClusterInfo` shows it.
+fn mesh_info(m: &skein_adapter_mesh::MeshMetrics) -> skein_proto::v1::MeshInfo {
+    skein_proto::v1::MeshInfo {
+        role: m.role.as_str().to_owned(),
+        leader: m.leader.clone().unwrap_or_default(),
+        term: m.term,
+        applied_index: m.applied_index.unwrap_or(0),
+        peers: m
+            .peers
+            .iter()
+            .map(|p| skein_proto::v1::MeshPeer {
+                node: p.node.clone(),
+                mesh_addr: p.mesh_addr.clone(),
+                voter: p.voter,
+                lag: p.lag,
+            })
+            .collect(),
+        index_rooms: m.index_rooms as u64,
+        index_entries: m.index_entries as u64,
+        members: m.members as u64,
+        live_members: m.live_members as u64,
     }
 }

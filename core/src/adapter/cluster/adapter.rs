@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::message::{Message, NodeId, ResponseBody};
@@ -98,6 +99,33 @@ impl ClusterAdapter {
             );
         }
         Ok((got, missing))
+    }
+
+    /// Sends a request to the live peers among `nodes` only, and gathers their answers.
+    async fn request_to(
+        &self,
+        nodes: Vec<String>,
+        make: impl FnOnce(super::message::ReqId) -> Message,
+        timeout: Duration,
+    ) -> (Vec<Answer>, Vec<String>) {
+        let asked: Vec<NodeId> = self
+            .node
+            .peers
+            .live()
+            .into_iter()
+            .filter(|p| nodes.iter().any(|n| **n == **p))
+            .collect();
+        if asked.is_empty() {
+            return (vec![], vec![]);
+        }
+        let mut w = self.node.requests.register();
+        let msg = make(w.id.clone());
+        for n in &asked {
+            self.node.transport().send(n, self.nsp(), &msg);
+        }
+        let timeout = timeout.min(self.node.cfg.request_timeout);
+        let expected = Some(asked.len());
+        gather(&mut w, &self.node.peers, asked, expected, timeout).await
     }
 
     /// A request that could not be sent: this node's part, and every peer missing.
@@ -244,10 +272,22 @@ impl Adapter for ClusterAdapter {
             });
         }
         let timeout = self.node.cfg.request_timeout;
-        let (got, missing) = match self
-            .request(|req| Message::FetchSockets { req, opts }, timeout)
-            .await
-        {
+        // With an index of interest, a room's sockets are asked of its holders only.
+        let holders = if opts.rooms.is_empty() {
+            None
+        } else {
+            self.node.transport().holders(self.nsp(), &opts.rooms)
+        };
+        let asked = match holders {
+            Some(nodes) => Ok(self
+                .request_to(nodes, |req| Message::FetchSockets { req, opts }, timeout)
+                .await),
+            None => {
+                self.request(|req| Message::FetchSockets { req, opts }, timeout)
+                    .await
+            }
+        };
+        let (got, missing) = match asked {
             Ok(r) => r,
             Err(e) => return Ok(self.degraded(items, &e)),
         };
@@ -272,6 +312,43 @@ impl Adapter for ClusterAdapter {
             });
         }
         Ok(())
+    }
+
+    fn joined(&self, rooms: &[Room]) -> Option<BoxFuture<'static, ()>> {
+        self.node.transport().visible(self.nsp(), rooms)
+    }
+
+    /// With a transport that routes by interest, every node joins its sockets and
+    /// answers once the joins are visible; this call waits for those answers (up to the
+    /// request timeout). Otherwise as [`Adapter::add_sockets`].
+    async fn add_sockets_visible(
+        &self,
+        opts: &BroadcastOptions,
+        rooms: &[Room],
+    ) -> Result<(), AdapterError> {
+        self.local.add_sockets(opts, rooms);
+        let Some(here) = self.joined(rooms) else {
+            if !opts.flags.local {
+                self.send_all(&Message::SocketsJoin {
+                    opts: opts.clone(),
+                    rooms: rooms.to_vec(),
+                    req: None,
+                });
+            }
+            return Ok(());
+        };
+        if opts.flags.local {
+            here.await;
+            return Ok(());
+        }
+        let make = |req| Message::SocketsJoin {
+            opts: opts.clone(),
+            rooms: rooms.to_vec(),
+            req: Some(req),
+        };
+        let timeout = self.node.cfg.request_timeout;
+        let (asked, ()) = tokio::join!(self.request(make, timeout), here);
+        asked.map(drop)
     }
 
     fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) -> Result<(), AdapterError> {

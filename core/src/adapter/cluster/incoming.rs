@@ -35,7 +35,19 @@ impl ClusterAdapter {
                 if own => {}
             Message::SocketsJoin { opts, rooms, req } => {
                 local.add_sockets(&opts, &rooms);
-                self.done(&from, req);
+                // The join promise: answer once the joins are visible everywhere.
+                match (req, self.node.transport().visible(local.nsp(), &rooms)) {
+                    (Some(req), Some(visible)) => {
+                        let (node, nsp) = (self.node.clone(), local.nsp().to_owned());
+                        tokio::spawn(async move {
+                            visible.await;
+                            let body = ResponseBody::Done;
+                            let msg = Message::Response(Response { req, body });
+                            node.transport().send(&from, &nsp, &msg);
+                        });
+                    }
+                    (req, _) => self.done(&from, req),
+                }
             }
             Message::SocketsLeave { opts, rooms, req } => {
                 local.del_sockets(&opts, &rooms);

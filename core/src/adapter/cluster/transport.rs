@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 
 use super::message::{Envelope, Message};
 use crate::adapter::{Attach, NotRecovered, Room, SessionRecord, SessionStore};
@@ -73,6 +74,22 @@ pub trait Transport: Send + Sync + 'static {
     /// transport that routes by interest subscribes to the room's broadcasts; the
     /// others ignore it.
     fn interest(&self, _nsp: &str, _room: &Room, _member: bool) {}
+
+    /// The join promise, for a transport that routes broadcasts by an index of
+    /// interest: what resolves once every live node would send this node the
+    /// broadcasts to `rooms` of `nsp` that start afterwards (the index changes of their
+    /// first members here are applied everywhere). `None` (the default): a transport
+    /// that delivers every broadcast to every node, so a join is visible at once.
+    fn visible(&self, _nsp: &str, _rooms: &[Room]) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+
+    /// The nodes that hold a member of any of `rooms` in `nsp`, for a transport that
+    /// keeps an index of interest: a request about those rooms (`fetch_sockets`) asks
+    /// only them. `None` (the default): ask every node.
+    fn holders(&self, _nsp: &str, _rooms: &[Room]) -> Option<Vec<String>> {
+        None
+    }
 
     /// How many nodes serve `nsp`, this one included, when the backend can tell (Redis
     /// counts the subscribers of the request channel, as the reference does, which also
