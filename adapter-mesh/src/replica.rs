@@ -24,13 +24,15 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use skein::adapter::recovery::{gap_is_safe, now_ms, targets};
 use skein::adapter::{
     EventPacket, LoggedPacket, NotRecovered, RecoveryConfig, Room, SessionRecord,
 };
 
 /// One packet an origin node delivered, as replicated to its backups.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicatedPacket {
     pub seq: u64,
     pub at_ms: u64,
@@ -48,6 +50,34 @@ pub fn parse_offset(offset: &str) -> Option<(&str, u64)> {
 
 pub fn format_offset(origin: &str, seq: u64) -> String {
     format!("{origin}-{seq}")
+}
+
+/// What an origin streams to its backups, in order (one stream per backup).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaOp {
+    /// The stream (re)opened: everything from `next_seq` on follows.
+    Start { next_seq: u64 },
+    /// A packet the origin delivered.
+    Packet(ReplicatedPacket),
+    /// A session write ([`ReplicaStore::save`]).
+    Save(SessionRecord),
+    /// A session claimed by its restored socket ([`ReplicaStore::claim`]).
+    Claim(SessionRecord),
+    /// A session forgotten ([`ReplicaStore::discard`]).
+    Discard(SessionRecord),
+}
+
+/// The backups of `origin`: the `r` nodes after it in sorted order among `live` (which
+/// may or may not list `origin` itself), wrapping around. Every node computes the same
+/// list from the same view, so a reconnect knows whom to ask first.
+pub fn backups_of<'a>(origin: &str, live: &[&'a str], r: usize) -> Vec<&'a str> {
+    let mut others: Vec<&'a str> = live.iter().copied().filter(|n| *n != origin).collect();
+    others.sort_unstable();
+    others.dedup();
+    let start = others.partition_point(|n| *n < origin);
+    (0..others.len().min(r))
+        .map(|i| others[(start + i) % others.len()])
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +148,19 @@ impl ReplicaStore {
         }
         let oldest = log.dropped.map_or(0, |(s, _)| s);
         log.gaps.retain(|&(_, to)| to > oldest);
+    }
+
+    /// Applies what `origin` streamed.
+    pub fn apply(&mut self, origin: &str, op: ReplicaOp) {
+        match op {
+            ReplicaOp::Start { next_seq } => self.start(origin, next_seq),
+            ReplicaOp::Packet(p) => self.append(origin, p),
+            ReplicaOp::Save(rec) => {
+                self.save(&rec);
+            }
+            ReplicaOp::Claim(rec) => self.claim(&rec),
+            ReplicaOp::Discard(rec) => self.discard(&rec),
+        }
     }
 
     /// Writes a session, unless a reconnect took it or another instance owns it.

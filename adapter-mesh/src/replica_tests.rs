@@ -5,7 +5,7 @@ use skein::adapter::recovery::now_ms;
 use skein::adapter::{EventPacket, NotRecovered, RecoveryConfig, Room, SessionRecord};
 use skein::Data;
 
-use super::{format_offset, parse_offset, ReplicaStore, ReplicatedPacket};
+use super::{backups_of, format_offset, parse_offset, ReplicaOp, ReplicaStore, ReplicatedPacket};
 
 const A: &str = "node-a-17";
 
@@ -206,4 +206,48 @@ fn a_reopened_stream_that_skipped_seqs_is_a_gap() {
     q.offset = Some(format_offset(b, 6));
     s.save(&q);
     assert_eq!(s.take("quiet", None).unwrap().1, vec![]);
+}
+
+#[test]
+fn backups_are_the_next_nodes_in_sorted_order_wrapping_around() {
+    let live = ["n3", "n1", "n2", "n4"];
+    assert_eq!(backups_of("n1", &live, 1), vec!["n2"]);
+    assert_eq!(backups_of("n2", &live, 2), vec!["n3", "n4"]);
+    assert_eq!(backups_of("n4", &live, 2), vec!["n1", "n2"]);
+    // An origin no longer listed (it died): the same nodes as while it lived.
+    assert_eq!(backups_of("n2", &["n1", "n3", "n4"], 2), vec!["n3", "n4"]);
+    assert_eq!(backups_of("n1", &["n1"], 2), Vec::<&str>::new());
+    assert_eq!(backups_of("n1", &["n1", "n2"], 3), vec!["n2"]);
+}
+
+#[test]
+fn ops_streamed_in_order_rebuild_the_origins_state_and_survive_serde() {
+    let now = now_ms();
+    let ops = vec![
+        ReplicaOp::Start { next_seq: 1 },
+        ReplicaOp::Save(rec("p", "o1", 0, true)),
+        ReplicaOp::Packet(pkt(1, &["r1"], now)),
+        ReplicaOp::Packet(pkt(2, &["nobody"], now)),
+        ReplicaOp::Save(rec("gone", "o1", 0, true)),
+        ReplicaOp::Discard(rec("gone", "o1", 0, false)),
+        ReplicaOp::Packet(pkt(3, &["r1"], now)),
+    ];
+    let mut s = ReplicaStore::new(cfg(100));
+    for op in ops {
+        let wire = serde_json::to_vec(&op).unwrap();
+        let back: ReplicaOp = serde_json::from_slice(&wire).unwrap();
+        assert_eq!(back, op);
+        s.apply(A, back);
+    }
+    let (_, missed) = s.take("p", None).unwrap();
+    assert_eq!(
+        seqs(&missed),
+        vec![format_offset(A, 1), format_offset(A, 3)]
+    );
+    assert_eq!(
+        s.take("gone", None).unwrap_err(),
+        NotRecovered::UnknownSession
+    );
+    s.apply(A, ReplicaOp::Claim(rec("p", "o2", 3, true)));
+    assert!(s.take("p", None).is_ok());
 }
