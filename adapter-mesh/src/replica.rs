@@ -19,6 +19,12 @@
 //!   replaying a hole. Entries trimmed by size or age are judged as in
 //!   `skein::adapter::recovery` ([`gap_is_safe`]).
 //!
+//! Not covered yet (to wire it): broadcasts sent between the origin's death and its
+//! clients' reconnects. There is no global log, so the sender must route a room
+//! broadcast to the backups of the nodes the index lists as well, and a backup logs it
+//! for the dead origin's sessions; a disconnected session keeps its rooms' interest on
+//! a live origin until it expires.
+//!
 //! What a second simultaneous failure loses: the sessions of a node whose backups all
 //! died with it (with R = 1, the owner and its one backup).
 
