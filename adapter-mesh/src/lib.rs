@@ -52,6 +52,7 @@ mod mesh;
 mod metrics;
 mod network;
 mod raft_types;
+pub mod replica;
 mod server;
 #[cfg(test)]
 mod server_tests;
