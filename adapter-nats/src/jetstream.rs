@@ -45,7 +45,9 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use skein::adapter::cluster::message::{Envelope, Message};
-use skein::adapter::cluster::{codec, ClusterLog, Delivery, Inbound, PeerCount, KEEPALIVE};
+use skein::adapter::cluster::{
+    codec, ClusterLog, Delivery, Inbound, PeerCount, ReplayReceiver, Replays, KEEPALIVE,
+};
 use skein::adapter::recovery::{gap_is_safe, now_ms, targets, with_offset};
 use skein::adapter::{
     AdapterError, Attach, EventPacket, LoggedPacket, NotRecovered, SessionRecord, SessionStore,
@@ -97,14 +99,6 @@ struct Pending {
     payload: Bytes,
 }
 
-struct Replay {
-    nsp: String,
-    rec: SessionRecord,
-    offset: Option<String>,
-    attach: Attach,
-    done: oneshot::Sender<Result<(), NotRecovered>>,
-}
-
 enum SessionOp {
     Save {
         rec: SessionRecord,
@@ -127,7 +121,7 @@ pub struct JetStreamLog {
     kv: kv::Store,
     next_seq: AtomicU64,
     queue: mpsc::Sender<Pending>,
-    replays: mpsc::UnboundedSender<Replay>,
+    replays: Replays,
     sessions: mpsc::UnboundedSender<SessionOp>,
     /// The last stream sequence delivered here.
     position: AtomicU64,
@@ -204,7 +198,7 @@ impl JetStreamLog {
         let start = stream.info().await.map_err(js_error)?.state.last_sequence;
         let kv = bucket(&js, &format!("{base}_sessions"), &cfg).await?;
         let (queue, qrx) = mpsc::channel(QUEUE);
-        let (replays, rrx) = mpsc::unbounded_channel();
+        let (replays, rrx) = Replays::channel();
         let (sessions, srx) = mpsc::unbounded_channel();
         let log = Arc::new(JetStreamLog {
             conn,
@@ -490,11 +484,7 @@ async fn ack_loop(
 }
 
 /// Delivers the stream in order on this node; runs replays between two messages.
-async fn read_loop(
-    log: Weak<JetStreamLog>,
-    stream: stream::Stream,
-    mut replays: mpsc::UnboundedReceiver<Replay>,
-) {
+async fn read_loop(log: Weak<JetStreamLog>, stream: stream::Stream, mut replays: ReplayReceiver) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(l) = log.upgrade() else { return };
@@ -527,11 +517,7 @@ async fn read_loop(
                 drop(l);
                 // Replays wait for the reader; they fail rather than hang.
                 while let Ok(r) = replays.try_recv() {
-                    let _ = r
-                        .done
-                        .send(Err(NotRecovered::Backend(AdapterError::Unavailable(
-                            "the log cannot be read now".into(),
-                        ))));
+                    r.refuse("the log cannot be read now");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -556,7 +542,7 @@ async fn read_loop(
                     let Some(r) = r else { return };
                     let Some(l) = log.upgrade() else { return };
                     let res = l.replay_now(&stream, &r.nsp, &r.rec, r.offset.as_deref()).await;
-                    let _ = r.done.send(res.map(r.attach));
+                    r.finish(res);
                 }
                 m = msgs.next() => {
                     let m = match m {
@@ -763,20 +749,7 @@ impl ClusterLog for JetStreamLog {
         offset: Option<&str>,
         attach: Attach,
     ) -> Result<(), NotRecovered> {
-        let (done, rx) = oneshot::channel();
-        let r = Replay {
-            nsp: nsp.to_owned(),
-            rec: rec.clone(),
-            offset: offset.map(str::to_owned),
-            attach,
-            done,
-        };
-        if self.replays.send(r).is_err() {
-            return Err(NotRecovered::Backend(AdapterError::Unavailable(
-                "the log reader stopped".into(),
-            )));
-        }
-        rx.await.unwrap_or(Err(NotRecovered::Gone))
+        self.replays.run(nsp, rec, offset, attach).await
     }
 
     fn is_up(&self) -> bool {

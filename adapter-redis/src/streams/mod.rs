@@ -45,12 +45,11 @@ use skein::adapter::{
     SessionRecord, SessionStore, Written,
 };
 use skein::Data;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::msgpack;
 use crate::RedisAdapterError;
 use skein::adapter::cluster::message::Message;
-use skein::adapter::cluster::{ClusterLog, Inbound, PeerCount};
+use skein::adapter::cluster::{ClusterLog, Inbound, PeerCount, ReplayReceiver, Replays};
 
 mod format;
 mod reader;
@@ -122,14 +121,6 @@ impl Default for StreamsConfig {
     }
 }
 
-struct Replay {
-    nsp: String,
-    rec: SessionRecord,
-    offset: Option<String>,
-    attach: Attach,
-    done: oneshot::Sender<Result<(), NotRecovered>>,
-}
-
 /// The stream, the sessions, and the tasks that read and write them.
 pub(crate) struct StreamLog {
     cfg: StreamsConfig,
@@ -141,7 +132,7 @@ pub(crate) struct StreamLog {
     unlogged_order: Mutex<()>,
     pub(crate) stats: Stats,
     conn: ConnectionManager,
-    replays: mpsc::UnboundedSender<Replay>,
+    replays: Replays,
     position: Mutex<String>,
     /// Where what the reader reads (and what could not be logged) goes: the cluster layer.
     inbound: Inbound,
@@ -188,7 +179,7 @@ impl StreamLog {
             .first()
             .map(|(id, _)| id.clone())
             .unwrap_or_else(|| "0-0".into());
-        let (replays, rrx) = mpsc::unbounded_channel();
+        let (replays, rrx) = Replays::channel();
         let log = Arc::new(StreamLog {
             cfg,
             uid,
@@ -316,29 +307,6 @@ impl StreamLog {
         self.position.lock().clone()
     }
 
-    async fn replay_in_reader(
-        &self,
-        nsp: &str,
-        rec: &SessionRecord,
-        offset: Option<&str>,
-        attach: Attach,
-    ) -> Result<(), NotRecovered> {
-        let (done, rx) = oneshot::channel();
-        let r = Replay {
-            nsp: nsp.to_owned(),
-            rec: rec.clone(),
-            offset: offset.map(str::to_owned),
-            attach,
-            done,
-        };
-        if self.replays.send(r).is_err() {
-            return Err(NotRecovered::Backend(AdapterError::Unavailable(
-                "stream reader stopped".into(),
-            )));
-        }
-        rx.await.unwrap_or(Err(NotRecovered::Gone))
-    }
-
     /// A session write; `claim` skips the owner check (see [`SAVE_SCRIPT`]). Returns
     /// what the socket waits for: the write, unless the writer is down (it would not be
     /// confirmed soon, and local clients must keep being served).
@@ -460,7 +428,7 @@ impl ClusterLog for StreamLog {
         offset: Option<&str>,
         attach: Attach,
     ) -> Result<(), NotRecovered> {
-        self.replay_in_reader(nsp, rec, offset, attach).await
+        self.replays.run(nsp, rec, offset, attach).await
     }
 
     fn is_up(&self) -> bool {

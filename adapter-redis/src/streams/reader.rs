@@ -66,7 +66,7 @@ pub(super) async fn read_loop(
     client: redis::Client,
     mut conn: MultiplexedConnection,
     log: Weak<StreamLog>,
-    mut replays: mpsc::UnboundedReceiver<Replay>,
+    mut replays: ReplayReceiver,
     mut last: String,
 ) {
     let mut failing = false;
@@ -76,15 +76,8 @@ pub(super) async fn read_loop(
         let Some(l) = log.upgrade() else { return };
         let stream = l.cfg.stream.clone();
         while let Ok(r) = replays.try_recv() {
-            let Replay {
-                nsp,
-                rec,
-                offset,
-                attach,
-                done,
-            } = r;
-            let res = replay_now(&l, &mut conn, &last, &nsp, &rec, offset.as_deref()).await;
-            let _ = done.send(res.map(attach));
+            let res = replay_now(&l, &mut conn, &last, &r.nsp, &r.rec, r.offset.as_deref()).await;
+            r.finish(res);
         }
         drop(l);
         let reply: redis::RedisResult<RValue> = redis::cmd("XREAD")

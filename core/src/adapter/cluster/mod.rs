@@ -31,6 +31,7 @@ pub mod memory;
 pub mod message;
 mod node;
 mod peers;
+pub mod replay;
 mod requests;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -42,4 +43,5 @@ pub use adapter::ClusterAdapter;
 pub use message::{Envelope, Message, NodeId, ReqId, Response, ResponseBody};
 pub use node::{Cluster, ClusterConfig, ClusterFactory, KEEPALIVE};
 pub use peers::{HEARTBEAT_EVERY, PEER_TIMEOUT};
+pub use replay::{Replay, ReplayReceiver, Replays};
 pub use transport::{ClusterLog, Delivery, Inbound, PeerCount, PeerIds, Transport, TransportError};
