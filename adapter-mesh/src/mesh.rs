@@ -133,6 +133,7 @@ impl Mesh {
             server,
             tokio::spawn(control::join_loop(core.clone(), joined_tx)),
             tokio::spawn(control::leader_loop(core.clone())),
+            tokio::spawn(crate::metrics::log_leader_changes(core.clone())),
         ];
         tracing::info!(node = %core.id.node, mesh = %core.addresses.mesh, "mesh: started");
         Ok(Mesh {

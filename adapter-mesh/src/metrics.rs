@@ -113,3 +113,32 @@ pub(crate) fn collect(core: &Core) -> MeshMetrics {
         index_entries: view.index_entries(),
     }
 }
+
+/// Logs each change of leader, with its term: what an operator looks for first, and
+/// openraft's own narration of it is below the default log level.
+pub(crate) async fn log_leader_changes(core: std::sync::Arc<Core>) {
+    let mut rx = core.raft.metrics();
+    drop(core);
+    let mut last = None;
+    loop {
+        let (leader, term, name) = {
+            let m = rx.borrow_and_update();
+            let name = m
+                .current_leader
+                .and_then(|id| m.membership_config.membership().get_node(&id))
+                .map(|n| n.name.clone());
+            (m.current_leader, m.current_term, name)
+        };
+        if leader != last {
+            match name {
+                Some(leader) => tracing::info!(leader, term, "mesh: leader elected"),
+                None if leader.is_none() => tracing::info!(term, "mesh: no leader (electing)"),
+                None => {}
+            }
+            last = leader;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -51,6 +51,8 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long index changes are collected into one batch.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// How often the queues of peers that are gone are dropped (ending their stream tasks).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(2);
 
 /// The queue of one peer's stream.
 struct Link {
@@ -127,7 +129,15 @@ impl MeshTransport {
             rooms: Arc::default(),
         });
         tokio::spawn(republish(Arc::downgrade(&t), mesh.admissions()));
+        tokio::spawn(prune_links(Arc::downgrade(&t)));
         t
+    }
+
+    /// The peers this node holds a queue (and a stream task) for, sorted.
+    pub fn linked_peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.links.lock().keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// The mesh node under this transport.
@@ -362,6 +372,24 @@ async fn republish(t: Weak<MeshTransport>, mut admissions: watch::Receiver<u64>)
                 node: t.shared.node.to_string(),
             });
         }
+    }
+}
+
+/// Drops the queues of peers that are no longer live members, so that a cluster whose
+/// pods come and go under new names keeps one stream task per live peer, not one per
+/// peer ever seen. What was still queued is counted as undelivered by the task, which
+/// then ends; a peer that comes back gets a new queue with its next message.
+async fn prune_links(t: Weak<MeshTransport>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(t) = t.upgrade() else { return };
+        let view = t.shared.mesh.view();
+        t.links.lock().retain(|peer, _| {
+            view.member(peer)
+                .is_some_and(|m| m.state != NodeState::Gone)
+        });
     }
 }
 

@@ -2,7 +2,7 @@
 //! layer's fixture (real Socket.IO servers on loopback, real WebSocket clients). A room
 //! broadcast reaches only the nodes the replicated index lists; a broadcast without
 //! rooms reaches every node; a join awaited with `join_visible` is in every node's index
-//! when it returns; a leave leaves the index.
+//! when it returns; a leave leaves the index; a gone peer's queue is dropped.
 
 mod common;
 
@@ -104,7 +104,20 @@ async fn room_broadcasts_go_only_to_the_nodes_the_index_lists() {
         })
         .await;
         assert!(ts.iter().all(|t| t.undelivered() == 0));
-        for m in &meshes {
+
+        // node2 stops: once it is listed gone, node1 drops its queue and stream task.
+        assert_eq!(ts[1].linked_peers(), vec!["node0", "node2"]);
+        meshes[2].halt().await;
+        eventually(
+            Duration::from_secs(20),
+            "node1 holds no queue for node2",
+            || {
+                let t = ts[1].clone();
+                async move { t.linked_peers() == vec!["node0"] }
+            },
+        )
+        .await;
+        for m in &meshes[..2] {
             m.halt().await;
         }
     })

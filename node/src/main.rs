@@ -77,7 +77,7 @@ fn runtime(workers: usize) -> tokio::runtime::Builder {
 
 fn init_logs(c: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&c.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::DEFAULT_LOG));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

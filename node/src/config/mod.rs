@@ -48,6 +48,9 @@ pub enum AdapterChoice {
     },
 }
 
+/// The log filter without `--log`.
+pub const DEFAULT_LOG: &str = "info,openraft=warn";
+
 /// The resolved configuration of a node.
 #[derive(Debug)]
 pub struct Config {
@@ -250,7 +253,9 @@ fn resolve(l: &mut Layers) -> Config {
     if max_connections == Some(0) {
         l.error("max_connections", "max_connections must be greater than 0");
     }
-    let log = string_or(l, "log", "info");
+    // openraft narrates every election and replication step at INFO; the mesh logs the
+    // changes an operator acts on (leader, membership, gone nodes) itself.
+    let log = string_or(l, "log", DEFAULT_LOG);
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         l.error("log", format!("log: invalid filter {log:?}: {e}"));
     }

@@ -70,7 +70,7 @@ pub const OPTIONS: &[Opt] = &[
     opt("header_timeout", "MS", "Milliseconds a connection has to send a complete request head, from when it opens or its previous response went out; also closes idle keep-alive connections [default: 10000]."),
     opt("body_timeout", "MS", "Milliseconds a polling POST has to deliver its body [default: 30000]."),
     opt("max_connections", "N", "Connections served at once; more are answered 503 and closed [default: the open-file limit minus a reserve]."),
-    opt("log", "FILTER", "Log filter, e.g. `info` or `skein=debug` [default: info]."),
+    opt("log", "FILTER", "Log filter, e.g. `info` or `skein=debug` [default: info,openraft=warn]."),
     opt("log_format", "F", "Log format: text or json [default: text]."),
     opt("demo", "", "Serve the chat demo at `/`."),
     opt("demo_logic", "L", "Who runs the demo's chat: builtin (the node) or api (an app server through the gRPC API, e.g. examples/chat-app-server) [default: builtin]."),
