@@ -20,10 +20,17 @@
 //!   `skein::adapter::recovery` ([`gap_is_safe`]).
 //!
 //! Not covered yet (to wire it): broadcasts sent between the origin's death and its
-//! clients' reconnects. There is no global log, so the sender must route a room
-//! broadcast to the backups of the nodes the index lists as well, and a backup logs it
-//! for the dead origin's sessions; a disconnected session keeps its rooms' interest on
-//! a live origin until it expires.
+//! clients' reconnects, and those in flight to the origin when it died. There is no
+//! global log; the plan (README, mesh section): every logged broadcast carries its
+//! sender's id and sequence; senders send room broadcasts to the listed nodes and to
+//! their first backups; an origin delivers a packet only once its backup acknowledged
+//! the replicated copy (so the backup knows every packet a client could have got, and
+//! which sender message it was); the backup keeps the senders' copies until the
+//! origin's copy confirms them, and on the origin's death the unconfirmed ones (never
+//! delivered) follow its log in a replay; the backup takes over the index interest of
+//! the dead origin's sessions; a restoring node joins the rooms before the take and
+//! drops what it gets both ways by (sender, sequence); a disconnected session keeps
+//! its rooms' interest on a live origin until it expires.
 //!
 //! What a second simultaneous failure loses: the sessions of a node whose backups all
 //! died with it (with R = 1, the owner and its one backup).
@@ -32,7 +39,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use skein::adapter::recovery::{gap_is_safe, now_ms, targets};
+use skein::adapter::recovery::{gap_is_safe, now_ms, targets, with_offset};
 use skein::adapter::{
     EventPacket, LoggedPacket, NotRecovered, RecoveryConfig, Room, SessionRecord,
 };
@@ -42,7 +49,25 @@ use skein::adapter::{
 pub struct ReplicatedPacket {
     pub seq: u64,
     pub at_ms: u64,
+    /// The broadcast it was: its sender and the sender's sequence number (what ties the
+    /// origin's copy to the one the sender sent this backup directly, see [`Copy`]).
+    pub sender: String,
+    pub sender_seq: u64,
     /// The packet with its offset as last argument (as delivered).
+    pub packet: EventPacket,
+    pub rooms: Vec<Room>,
+    pub except: Vec<Room>,
+}
+
+/// A broadcast a sender sent straight to a backup of one of its targets (the origin),
+/// held until the origin's replicated copy confirms it: if the origin dies first, the
+/// unconfirmed ones are what it never delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Copy {
+    pub sender: String,
+    pub sender_seq: u64,
+    pub at_ms: u64,
+    /// The packet as sent (no offset yet).
     pub packet: EventPacket,
     pub rooms: Vec<Room>,
     pub except: Vec<Room>,
@@ -65,6 +90,8 @@ pub enum ReplicaOp {
     Start { next_seq: u64 },
     /// A packet the origin delivered.
     Packet(ReplicatedPacket),
+    /// A sender's copy of a broadcast to the origin (sent by the sender, not the origin).
+    Copy(Copy),
     /// A session write ([`ReplicaStore::save`]).
     Save(SessionRecord),
     /// A session claimed by its restored socket ([`ReplicaStore::claim`]).
@@ -97,6 +124,28 @@ struct OriginLog {
     gaps: Vec<(u64, u64)>,
     /// The last entry trimmed: (seq, unix ms).
     dropped: Option<(u64, u64)>,
+    /// Senders' copies not confirmed by the origin yet, in arrival order.
+    copies: VecDeque<Copy>,
+    /// When the last copy trimmed unconfirmed was sent (unix ms).
+    copy_dropped: Option<u64>,
+    /// Per sender, the highest sequence the origin delivered (as replicated here).
+    confirmed: HashMap<String, u64>,
+}
+
+impl OriginLog {
+    /// Trims entries (or copies) past the log's length or age; the newest always stays.
+    fn trim<T>(q: &mut VecDeque<T>, cfg: &RecoveryConfig, at: impl Fn(&T) -> u64) -> Option<T> {
+        let now = now_ms();
+        let max_age = cfg.log_max_age.as_millis() as u64;
+        let mut last = None;
+        while let Some(front) = q.front().filter(|_| q.len() > 1) {
+            if q.len() <= cfg.log_max_len && at(front) + max_age >= now {
+                break;
+            }
+            last = q.pop_front();
+        }
+        last
+    }
 }
 
 /// Another node's sessions and delivered packets, as one backup keeps them.
@@ -142,18 +191,35 @@ impl ReplicaStore {
             Some(_) => {}
         }
         log.next = p.seq + 1;
+        // The origin delivers each sender's broadcasts in the sender's order: its copies
+        // up to this one are settled (delivered, or never received by the origin).
+        let c = log.confirmed.entry(p.sender.clone()).or_default();
+        *c = (*c).max(p.sender_seq);
+        let settled = *c;
+        log.copies
+            .retain(|x| x.sender != p.sender || x.sender_seq > settled);
         log.entries.push_back(p);
-        let now = now_ms();
-        let max_age = self.cfg.log_max_age.as_millis() as u64;
-        while let Some(front) = log.entries.front().filter(|_| log.entries.len() > 1) {
-            if log.entries.len() <= self.cfg.log_max_len && front.at_ms + max_age >= now {
-                break;
-            }
+        if let Some(front) = OriginLog::trim(&mut log.entries, &self.cfg, |e| e.at_ms) {
             log.dropped = Some((front.seq, front.at_ms));
-            log.entries.pop_front();
         }
         let oldest = log.dropped.map_or(0, |(s, _)| s);
         log.gaps.retain(|&(_, to)| to > oldest);
+    }
+
+    /// Holds a sender's copy of a broadcast to `origin` until the origin confirms it.
+    pub fn copy(&mut self, origin: &str, c: Copy) {
+        let log = self.logs.entry(origin.to_owned()).or_default();
+        if log
+            .confirmed
+            .get(&c.sender)
+            .is_some_and(|&s| s >= c.sender_seq)
+        {
+            return;
+        }
+        log.copies.push_back(c);
+        if let Some(gone) = OriginLog::trim(&mut log.copies, &self.cfg, |c| c.at_ms) {
+            log.copy_dropped = Some(gone.at_ms);
+        }
     }
 
     /// Applies what `origin` streamed.
@@ -161,6 +227,7 @@ impl ReplicaStore {
         match op {
             ReplicaOp::Start { next_seq } => self.start(origin, next_seq),
             ReplicaOp::Packet(p) => self.append(origin, p),
+            ReplicaOp::Copy(c) => self.copy(origin, c),
             ReplicaOp::Save(rec) => {
                 self.save(&rec);
             }
@@ -246,9 +313,15 @@ impl ReplicaStore {
                 return Err(NotRecovered::LogGap);
             }
         }
+        if log.copy_dropped.is_some_and(|at| !gap_is_safe(at, &rec)) {
+            // A copy trimmed unconfirmed may be one the origin never delivered.
+            return Err(NotRecovered::LogGap);
+        }
         let mut rooms = rec.rooms.clone();
         rooms.push(rec.sid.clone());
-        let missed = log
+        // Then what the origin never delivered (it died first), numbered on from its
+        // last offset: anything the client got came from the log, so it is older.
+        let mut missed: Vec<LoggedPacket> = log
             .entries
             .iter()
             .filter(|e| e.seq > from)
@@ -258,6 +331,20 @@ impl ReplicaStore {
                 packet: e.packet.clone(),
             })
             .collect();
+        let pending = log
+            .copies
+            .iter()
+            .filter(|c| targets(&rooms, &c.rooms, &c.except));
+        for (i, c) in pending.enumerate() {
+            let offset = format_offset(origin, log.next + i as u64);
+            missed.push(LoggedPacket {
+                packet: EventPacket {
+                    event: c.packet.event.clone(),
+                    data: with_offset(c.packet.data.clone(), &offset),
+                },
+                offset,
+            });
+        }
         Ok((rec, missed))
     }
 

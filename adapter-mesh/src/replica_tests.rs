@@ -5,7 +5,9 @@ use skein::adapter::recovery::now_ms;
 use skein::adapter::{EventPacket, NotRecovered, RecoveryConfig, Room, SessionRecord};
 use skein::Data;
 
-use super::{backups_of, format_offset, parse_offset, ReplicaOp, ReplicaStore, ReplicatedPacket};
+use super::{
+    backups_of, format_offset, parse_offset, Copy, ReplicaOp, ReplicaStore, ReplicatedPacket,
+};
 
 const A: &str = "node-a-17";
 
@@ -21,6 +23,8 @@ fn pkt(seq: u64, rooms: &[&str], at_ms: u64) -> ReplicatedPacket {
     ReplicatedPacket {
         seq,
         at_ms,
+        sender: "s1".into(),
+        sender_seq: seq,
         packet: EventPacket {
             event: "e".into(),
             data: Data::one(json!(seq)),
@@ -250,4 +254,84 @@ fn ops_streamed_in_order_rebuild_the_origins_state_and_survive_serde() {
     );
     s.apply(A, ReplicaOp::Claim(rec("p", "o2", 3, true)));
     assert!(s.take("p", None).is_ok());
+}
+
+fn copy(sender: &str, sender_seq: u64, room: &str) -> Copy {
+    Copy {
+        sender: sender.into(),
+        sender_seq,
+        at_ms: now_ms(),
+        packet: EventPacket {
+            event: "e".into(),
+            data: Data::one(json!(format!("{sender}:{sender_seq}"))),
+        },
+        rooms: vec![Room::from(room)],
+        except: vec![],
+    }
+}
+
+fn args(v: &[skein::adapter::LoggedPacket]) -> Vec<serde_json::Value> {
+    v.iter().map(|p| p.packet.data.args[0].clone()).collect()
+}
+
+#[test]
+fn senders_copies_confirmed_by_the_origin_are_dropped_and_late_ones_ignored() {
+    let mut s = ReplicaStore::new(cfg(100));
+    s.save(&rec("p1", "o1", 0, true));
+    // s1's broadcasts 1 and 2 reach the backup straight from the sender…
+    s.copy(A, copy("s1", 1, "r1"));
+    s.copy(A, copy("s1", 2, "r1"));
+    // …and the origin's copy of 1 confirms it; a copy of 1 arriving late is ignored.
+    s.append(A, pkt(1, &["r1"], now_ms()));
+    s.copy(A, copy("s1", 1, "r1"));
+    let offset = format_offset(A, 1);
+    let (_, missed) = s.take("p1", Some(&offset)).unwrap();
+    // 2 was never delivered by the origin: it is replayed after the log, once.
+    assert_eq!(args(&missed), vec![json!("s1:2")]);
+    assert_eq!(seqs(&missed), vec![format_offset(A, 2)]);
+    let last = missed[0].packet.data.args.last().unwrap();
+    assert_eq!(
+        last,
+        &json!(format_offset(A, 2)),
+        "the packet carries its offset"
+    );
+}
+
+#[test]
+fn what_the_origin_never_delivered_follows_its_log_filtered_by_rooms() {
+    let mut s = ReplicaStore::new(cfg(100));
+    s.save(&rec("p1", "o1", 0, true));
+    for seq in 1..=3 {
+        s.append(A, pkt(seq, &["r1"], now_ms()));
+    }
+    // Two senders' copies the origin never confirmed (it died), one for another room.
+    s.copy(A, copy("s1", 4, "r1"));
+    s.copy(A, copy("s2", 9, "other"));
+    s.copy(A, copy("s2", 10, "r1"));
+    let offset = format_offset(A, 2);
+    let (_, missed) = s.take("p1", Some(&offset)).unwrap();
+    assert_eq!(args(&missed), vec![json!(3), json!("s1:4"), json!("s2:10")]);
+    assert_eq!(
+        seqs(&missed),
+        vec![
+            format_offset(A, 3),
+            format_offset(A, 4),
+            format_offset(A, 5)
+        ]
+    );
+}
+
+#[test]
+fn a_copy_trimmed_unconfirmed_recently_refuses_the_recovery() {
+    let mut s = ReplicaStore::new(cfg(2));
+    s.save(&rec("p1", "o1", 0, true));
+    s.append(A, pkt(1, &["r1"], now_ms()));
+    for seq in 1..=3 {
+        s.copy(A, copy("s9", seq, "r1"));
+    }
+    let offset = format_offset(A, 1);
+    assert_eq!(
+        s.take("p1", Some(&offset)).unwrap_err(),
+        NotRecovered::LogGap
+    );
 }
