@@ -162,11 +162,6 @@ pub struct RedisDriver {
     cmd: ConnectionManager,
     subs: parking_lot::Mutex<Subs>,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
-    /// Held shared by the publisher while a pipeline is out, and exclusively by the
-    /// subscriber while it (re)subscribes. Whether this node received its own message
-    /// cannot be told from `PUBLISH`'s count when its subscription came up during the
-    /// flight (a peer that missed it would then go uncounted), so it never does.
-    resubscribing: tokio::sync::RwLock<()>,
     pub health: Arc<Health>,
     peers: PeerCount,
 }
@@ -214,7 +209,6 @@ impl RedisDriver {
             cmd,
             subs: parking_lot::Mutex::new(Subs::default()),
             sink: tokio::sync::Mutex::new(None),
-            resubscribing: tokio::sync::RwLock::new(()),
             health: Arc::new(Health::default()),
             peers,
         });
@@ -343,9 +337,7 @@ async fn publisher(
             pipe.cmd("PUBLISH").arg(c).arg(p);
         }
         // Whether this node receives its own messages may change while they are out: it
-        // counts as a receiver only if it was subscribed both before and after. It cannot
-        // become subscribed meanwhile (see `resubscribing`).
-        let flight = d.resubscribing.read().await;
+        // counts as a receiver only if it was subscribed both before and after.
         let self_before = health.subscribed.load(Ordering::Acquire);
         health.inflight_since.store(now_ms(), Ordering::Release);
         let mut res =
@@ -361,7 +353,6 @@ async fn publisher(
             res = tokio::time::timeout(STALL_LIMIT, pipe.query_async::<Vec<u64>>(&mut conn)).await;
         }
         health.inflight_since.store(0, Ordering::Release);
-        drop(flight);
         // Counted after the answer: the peers known then are those that should have it.
         let peers = (d.peers)() as u64;
         let expected = peers + u64::from(self_before && health.subscribed.load(Ordering::Acquire));
@@ -431,12 +422,10 @@ async fn subscriber(
         match client.get_async_pubsub().await {
             Ok(ps) => {
                 let (sink, mut stream) = ps.split();
-                let gate = d.resubscribing.write().await;
                 match d.attach(sink).await {
                     Ok(()) => {
                         backoff = Duration::from_millis(100);
                         health.subscribed.store(true, Ordering::Release);
-                        drop(gate);
                         health.ok();
                         drop(d);
                         while let Some(msg) = stream.next().await {
