@@ -13,6 +13,7 @@ use skein::adapter::{BroadcastFlags, BroadcastOptions, EventPacket, Room, Socket
 use skein::socketio::packet::event_name;
 use skein::Data;
 
+use crate::driver::Reach;
 use crate::msgpack::{self, event_to_mp, to_mp};
 use crate::wire::{self, decode_body, rooms_of, Channels};
 
@@ -20,8 +21,8 @@ use crate::wire::{self, decode_body, rooms_of, Channels};
 pub(crate) struct Outgoing {
     pub channel: String,
     pub payload: Vec<u8>,
-    /// Housekeeping (heartbeats): a loss is not counted as undelivered.
-    pub counted: bool,
+    /// Who should receive it (heartbeats: uncounted).
+    pub reach: Reach,
 }
 
 /// The channels of Skein's own node-level messages.
@@ -102,12 +103,12 @@ pub(crate) fn publish(key: &str, uid: &str, nsp: &str, msg: &Message) -> Option<
     let counted = |channel: String, payload: Vec<u8>| Outgoing {
         channel,
         payload,
-        counted: true,
+        reach: Reach::All,
     };
     let heartbeat = |kind: &str| Outgoing {
         channel: heartbeat_channel(key),
         payload: json!({ "uid": uid, "type": kind }).to_string().into_bytes(),
-        counted: false,
+        reach: Reach::Uncounted,
     };
     Some(match msg {
         Message::Broadcast { packet, opts } => {
@@ -190,7 +191,7 @@ pub(crate) fn send(key: &str, uid: &str, to: &str, nsp: &str, msg: &Message) -> 
         return Outgoing {
             channel: node_channel(key, to),
             payload: skein::adapter::cluster::codec::encode(&env),
-            counted: true,
+            reach: Reach::One,
         };
     };
     let channel = Channels::new(key, nsp, uid).response;
@@ -231,7 +232,7 @@ pub(crate) fn send(key: &str, uid: &str, to: &str, nsp: &str, msg: &Message) -> 
     Outgoing {
         channel,
         payload,
-        counted: true,
+        reach: Reach::All,
     }
 }
 

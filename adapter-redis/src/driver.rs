@@ -9,9 +9,17 @@
 //! when it ends.
 //!
 //! Counting what was not delivered: `PUBLISH` answers how many subscribers received the
-//! message, and every node (this one included) subscribes to every channel it is sent on,
-//! so a message that reached fewer than the live nodes missed the others (typically: after
-//! a Redis restart, before they subscribed again). The publisher has no response timeout:
+//! message, and every node subscribes to every channel a message for all nodes is sent
+//! on, so a message that reached fewer than the live nodes missed the others (typically:
+//! after a Redis restart, before they subscribed again). This node's own subscription is
+//! among those counted, and it may come back at any moment, so each publish pipeline is
+//! a transaction (`MULTI`/`EXEC`: no subscription changes inside it) that starts with
+//! two probes, one on a channel and one on a pattern that only this node's current
+//! subscriber connection holds; they say exactly whether this node was counted. The
+//! subscriber subscribes its channels (probe first) in one command and its patterns
+//! (probe last) in another, so the probes tell the three states apart: none, channels
+//! only, all. A message to one node (its own channel) should reach 1.
+//! The publisher has no response timeout:
 //! a Redis that is stopped (SIGSTOP) or slow delivers the queued messages when it resumes,
 //! so they are not counted as lost; only a connection error, a stall longer than
 //! [`STALL_LIMIT`] or a full queue is. A stall longer than [`STALL_DOWN`] shows as an
@@ -39,16 +47,28 @@ pub const STALL_DOWN: Duration = Duration::from_secs(2);
 /// A publish pipeline in flight this long is given up and its messages counted as lost.
 pub const STALL_LIMIT: Duration = Duration::from_secs(15);
 
+/// Who should receive a published message, so that what did not cross is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every live node (a broadcast, a request): this one included.
+    All,
+    /// The one node whose own channel it is sent on.
+    One,
+    /// Housekeeping (heartbeats): a loss is not counted in `undelivered`, which tells
+    /// operators what application traffic did not cross.
+    Uncounted,
+}
+
 /// What the adapter needs from a pub/sub backend.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
-    /// Queues a message; messages are published in the order queued. Never blocks.
-    fn publish(&self, channel: String, payload: Vec<u8>);
-    /// Like [`Driver::publish`], for housekeeping (heartbeats): a loss is not counted in
-    /// `undelivered`, which tells operators what application traffic did not cross.
-    fn publish_uncounted(&self, channel: String, payload: Vec<u8>) {
-        self.publish(channel, payload)
+    /// Queues a message for every node; messages are published in the order queued.
+    /// Never blocks.
+    fn publish(&self, channel: String, payload: Vec<u8>) {
+        self.publish_to(channel, payload, Reach::All)
     }
+    /// Queues a message for the receivers `reach` says, in the same order as the rest.
+    fn publish_to(&self, channel: String, payload: Vec<u8>, reach: Reach);
     /// How many connections subscribe to `channel` (how the reference counts nodes).
     async fn num_sub(&self, channel: &str) -> Result<usize, RedisAdapterError>;
     /// Adds subscriptions, kept across reconnections.
@@ -69,8 +89,8 @@ pub struct Health {
     /// The publisher cannot reach Redis: messages are counted as lost at once, until a
     /// probe gets an answer again.
     publish_down: AtomicBool,
-    /// This node's own subscription is live (it receives what it publishes, so it counts
-    /// among the receivers `PUBLISH` reports).
+    /// This node's subscriber connection is attached (for `is_down`; the publisher
+    /// learns whether it was counted from its probes).
     subscribed: AtomicBool,
     /// Unix ms when the publish pipeline now in flight was sent (0: none).
     inflight_since: AtomicU64,
@@ -156,6 +176,28 @@ fn release(map: &mut BTreeMap<String, usize>, names: Vec<String>) -> Vec<String>
         .collect()
 }
 
+/// The probes of one driver: a channel and a pattern (a literal: no glob characters)
+/// that only its subscriber connection holds, and no other Redis client publishes on.
+#[derive(Clone)]
+struct Probes {
+    channel: String,
+    pattern: String,
+}
+
+impl Probes {
+    fn new() -> Self {
+        let id: u64 = rand::random();
+        Probes {
+            channel: format!("__skein-probe#{id:016x}#c"),
+            pattern: format!("__skein-probe#{id:016x}#p"),
+        }
+    }
+
+    fn is_probe(&self, channel: &str) -> bool {
+        channel == self.channel || channel == self.pattern
+    }
+}
+
 /// The Redis driver.
 pub struct RedisDriver {
     tx: mpsc::Sender<Outgoing>,
@@ -164,10 +206,11 @@ pub struct RedisDriver {
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     pub health: Arc<Health>,
     peers: PeerCount,
+    probes: Probes,
 }
 
-/// A message to publish: channel, payload, and whether a loss counts as undelivered.
-type Outgoing = (String, Vec<u8>, bool);
+/// A message to publish: channel, payload, and who should receive it.
+type Outgoing = (String, Vec<u8>, Reach);
 
 /// Messages queued for publishing beyond which new ones are dropped (and counted).
 const PUBLISH_QUEUE: usize = 65_536;
@@ -211,45 +254,68 @@ impl RedisDriver {
             sink: tokio::sync::Mutex::new(None),
             health: Arc::new(Health::default()),
             peers,
+            probes: Probes::new(),
         });
         tokio::spawn(publisher(rx, publish, Arc::downgrade(&driver)));
-        tokio::spawn(subscriber(client, Arc::downgrade(&driver), on_message));
+        let probes = driver.probes.clone();
+        tokio::spawn(subscriber(
+            client,
+            Arc::downgrade(&driver),
+            on_message,
+            probes,
+        ));
         Ok(driver)
     }
 
-    /// (Re)subscribes everything on a fresh subscriber connection.
+    /// (Re)subscribes everything on a fresh subscriber connection: the channels in one
+    /// command, the channel probe first, then the patterns in one, the pattern probe
+    /// last (Redis runs each command whole, so the probes mark where it stands).
     async fn attach(&self, mut sink: PubSubSink) -> redis::RedisResult<()> {
         let mut guard = self.sink.lock().await;
-        let (channels, patterns): (Vec<String>, Vec<String>) = {
+        let (mut channels, mut patterns) = (vec![self.probes.channel.clone()], Vec::new());
+        {
             let s = self.subs.lock();
-            (
-                s.channels.keys().cloned().collect(),
-                s.patterns.keys().cloned().collect(),
-            )
-        };
-        for c in channels {
-            sink.subscribe(c).await?;
+            channels.extend(s.channels.keys().cloned());
+            patterns.extend(s.patterns.keys().cloned());
         }
-        for p in patterns {
-            sink.psubscribe(p).await?;
-        }
+        patterns.push(self.probes.pattern.clone());
+        sink.subscribe(channels).await?;
+        sink.psubscribe(patterns).await?;
         *guard = Some(sink);
         Ok(())
+    }
+
+    /// How many receivers each message of a batch should have had, given how many
+    /// other nodes are live and whether this node held the channels (`own_channels`)
+    /// and the patterns (`own_patterns`) when Redis ran the batch. `None`: uncounted.
+    fn expected(&self, batch: &[Outgoing], peers: u64, own: (u64, u64)) -> Vec<Option<u64>> {
+        let subs = self.subs.lock();
+        batch
+            .iter()
+            .map(|(channel, _, reach)| match reach {
+                Reach::Uncounted => None,
+                Reach::One => Some(1),
+                // A message for all goes to a subscribed channel (a request) or to one
+                // the namespace's pattern covers (a broadcast).
+                Reach::All if subs.channels.contains_key(channel) => Some(peers + own.0),
+                Reach::All => Some(peers + own.1),
+            })
+            .collect()
     }
 }
 
 #[async_trait]
 impl Driver for RedisDriver {
-    fn publish(&self, channel: String, payload: Vec<u8>) {
-        if self.tx.try_send((channel, payload, true)).is_err() {
+    fn publish_to(&self, channel: String, payload: Vec<u8>, reach: Reach) {
+        if self.tx.try_send((channel, payload, reach)).is_err() {
             // Queue full (Redis stalled for long): the message reaches no other node.
-            self.health
-                .lost((self.peers)() as u64, "publish queue full");
+            let n = match reach {
+                Reach::All => (self.peers)() as u64,
+                Reach::One => 1,
+                Reach::Uncounted => 0,
+            };
+            self.health.lost(n, "publish queue full");
         }
-    }
-
-    fn publish_uncounted(&self, channel: String, payload: Vec<u8>) {
-        let _ = self.tx.try_send((channel, payload, false));
     }
 
     async fn num_sub(&self, channel: &str) -> Result<usize, RedisAdapterError> {
@@ -324,21 +390,33 @@ async fn publisher(
     while rx.recv_many(&mut batch, 256).await > 0 {
         let Some(d) = driver.upgrade() else { return };
         let health = d.health.clone();
-        let counted = batch.iter().filter(|m| m.2).count() as u64;
+        // What the batch owes other nodes if none of it crosses.
+        let owed = |peers: u64| -> u64 {
+            batch
+                .iter()
+                .map(|m| match m.2 {
+                    Reach::All => peers,
+                    Reach::One => 1,
+                    Reach::Uncounted => 0,
+                })
+                .sum()
+        };
         if health.publish_down.load(Ordering::Acquire) {
             // Redis is away (a probe is waiting for it): fail fast rather than queue
             // stale messages, and count them.
-            health.lost((d.peers)() as u64 * counted, "redis away");
+            health.lost(owed((d.peers)() as u64), "redis away");
             batch.clear();
             continue;
         }
+        // One transaction: this node's subscriptions cannot change inside it, and the
+        // two probes say which of them Redis counted.
         let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("PUBLISH").arg(&d.probes.channel).arg("");
+        pipe.cmd("PUBLISH").arg(&d.probes.pattern).arg("");
         for (c, p, _) in &batch {
             pipe.cmd("PUBLISH").arg(c).arg(p);
         }
-        // Whether this node receives its own messages may change while they are out: it
-        // counts as a receiver only if it was subscribed both before and after.
-        let self_before = health.subscribed.load(Ordering::Acquire);
         health.inflight_since.store(now_ms(), Ordering::Release);
         let mut res =
             tokio::time::timeout(STALL_LIMIT, pipe.query_async::<Vec<u64>>(&mut conn)).await;
@@ -355,23 +433,30 @@ async fn publisher(
         health.inflight_since.store(0, Ordering::Release);
         // Counted after the answer: the peers known then are those that should have it.
         let peers = (d.peers)() as u64;
-        let expected = peers + u64::from(self_before && health.subscribed.load(Ordering::Acquire));
         match res {
-            Ok(Ok(received)) => {
+            Ok(Ok(received)) if received.len() == batch.len() + 2 => {
                 health.ok();
-                let missed = received
+                let expected = d.expected(&batch, peers, (received[0], received[1]));
+                let missed = received[2..]
                     .iter()
-                    .zip(&batch)
-                    .filter(|(_, m)| m.2)
-                    .map(|(r, _)| expected.saturating_sub(*r));
+                    .zip(expected)
+                    .filter_map(|(r, e)| e.map(|e| e.saturating_sub(*r)));
                 health.lost(missed.sum(), "fewer receivers than live nodes");
             }
+            Ok(Ok(received)) => {
+                tracing::warn!(
+                    got = received.len(),
+                    sent = batch.len() + 2,
+                    "redis answered a publish transaction with the wrong number of replies"
+                );
+                health.lost(owed(peers), "publish answer unreadable");
+            }
             Ok(Err(e)) => {
-                health.lost(peers * counted, "publish failed");
+                health.lost(owed(peers), "publish failed");
                 go_down(&health, &conn, &e);
             }
             Err(_) => {
-                health.lost(peers * counted, "publish stalled");
+                health.lost(owed(peers), "publish stalled");
                 go_down(&health, &conn, &"no answer within the stall limit");
             }
         }
@@ -414,6 +499,7 @@ async fn subscriber(
     client: redis::Client,
     driver: std::sync::Weak<RedisDriver>,
     on_message: OnMessage,
+    probes: Probes,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -429,7 +515,10 @@ async fn subscriber(
                         health.ok();
                         drop(d);
                         while let Some(msg) = stream.next().await {
-                            on_message(msg.get_channel_name(), msg.get_payload_bytes());
+                            let channel = msg.get_channel_name();
+                            if !probes.is_probe(channel) {
+                                on_message(channel, msg.get_payload_bytes());
+                            }
                         }
                         health.subscribed.store(false, Ordering::Release);
                         let Some(d) = driver.upgrade() else { return };

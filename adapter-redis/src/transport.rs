@@ -55,11 +55,7 @@ impl RedisTransport {
     }
 
     fn out(&self, o: codec::Outgoing) {
-        if o.counted {
-            self.driver.publish(o.channel, o.payload);
-        } else {
-            self.driver.publish_uncounted(o.channel, o.payload);
-        }
+        self.driver.publish_to(o.channel, o.payload, o.reach);
     }
 
     /// Hands a message from a subscription to the cluster layer.

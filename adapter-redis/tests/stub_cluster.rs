@@ -13,6 +13,7 @@ use serde_json::json;
 use skein::adapter::cluster::testing::TestCluster;
 use skein::adapter::cluster::{Inbound, Transport};
 use skein::Data;
+use skein_adapter_redis::driver::Reach;
 use skein_adapter_redis::{Driver, RedisAdapterError, RedisTransport};
 use tokio::sync::mpsc;
 
@@ -71,7 +72,7 @@ impl StubDriver {
 
 #[async_trait]
 impl Driver for StubDriver {
-    fn publish(&self, channel: String, payload: Vec<u8>) {
+    fn publish_to(&self, channel: String, payload: Vec<u8>, _reach: Reach) {
         if self.muted.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
