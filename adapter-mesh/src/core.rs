@@ -43,8 +43,8 @@ pub(crate) struct Core {
     pub(crate) halted: watch::Sender<bool>,
 }
 
-/// Receives the payload of every `Bus` frame (another node's cluster message).
-pub type BusSink = Arc<dyn Fn(bytes::Bytes) + Send + Sync>;
+/// Receives every `Bus` frame another node sends: its kind and payload.
+pub type BusSink = Arc<dyn Fn(u32, bytes::Bytes) + Send + Sync>;
 
 impl Core {
     pub(crate) fn check_running(&self) -> Result<(), MeshError> {

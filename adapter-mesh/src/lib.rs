@@ -52,15 +52,17 @@ mod mesh;
 mod metrics;
 mod network;
 mod raft_types;
-pub mod replica;
+pub mod recovery;
 mod server;
 #[cfg(test)]
 mod server_tests;
+mod sessions;
 mod sm_store;
 pub mod state;
 #[cfg(test)]
 mod storage_tests;
 pub mod transport;
+mod vlog;
 
 /// Generated code of `skein.mesh.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
@@ -87,9 +89,13 @@ use skein::adapter::cluster::{Cluster, ClusterConfig, ClusterFactory};
 /// nodes started one after the other (each waiting for the previous one to serve) still
 /// form a cluster. `request_timeout` bounds cluster requests; a join waits at most
 /// `propose_timeout` twice for its index change to be visible.
+///
+/// With `recovery`, sessions and the packet log are replicated to every live peer
+/// ([`recovery::MeshLog`]): a client resumes its session on any node.
 pub async fn start(
     config: MeshConfig,
     request_timeout: Duration,
+    recovery: Option<skein::adapter::RecoveryConfig>,
 ) -> Result<(ClusterFactory, Arc<Mesh>), MeshError> {
     let visible_timeout = config.propose_timeout * 2;
     let mesh = Arc::new(Mesh::start(config).await?);
@@ -98,6 +104,14 @@ pub async fn start(
         request_timeout,
     });
     let transport = MeshTransport::new(mesh.clone(), cluster.inbound(), visible_timeout);
+    transport.set_peer_ids(cluster.live_peers());
+    let log = recovery.map(|cfg| {
+        Arc::new(recovery::MeshLog::start(
+            transport.clone(),
+            cluster.inbound(),
+            cfg,
+        )) as Arc<dyn skein::adapter::cluster::ClusterLog>
+    });
     // Listed as serving once admitted (the node accepts clients from its start).
     let serving = Arc::downgrade(&mesh);
     tokio::spawn(async move {
@@ -111,5 +125,5 @@ pub async fn start(
             }
         }
     });
-    Ok((cluster.start(transport, None), mesh))
+    Ok((cluster.start(transport, log), mesh))
 }

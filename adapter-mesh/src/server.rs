@@ -177,7 +177,7 @@ impl Bus for Arc<Handlers> {
                     frame = frames.message() => match frame {
                         Ok(Some(f)) => {
                             if let Some(sink) = core.bus.get() {
-                                sink(f.payload);
+                                sink(f.kind, f.payload);
                             }
                         }
                         _ => break,

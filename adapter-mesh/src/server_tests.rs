@@ -119,7 +119,7 @@ async fn the_bus_refuses_strangers_and_hands_frames_over_in_order() {
         config.node_id = Some("solo".into());
         let mesh = Mesh::start_on(config, listener).await.unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        mesh.set_bus_sink(std::sync::Arc::new(move |p: bytes::Bytes| {
+        mesh.set_bus_sink(std::sync::Arc::new(move |_kind: u32, p: bytes::Bytes| {
             let _ = tx.send(p);
         }));
         let channel = Channel::from_shared(format!("http://{addr}"))
@@ -131,6 +131,7 @@ async fn the_bus_refuses_strangers_and_hands_frames_over_in_order() {
         let frames = |n: u32| {
             tokio_stream::iter((0..n).map(|i| BusFrame {
                 payload: bytes::Bytes::from(i.to_string()),
+                kind: 0,
             }))
         };
         // A stranger's stream is refused, and nothing it sent reaches the node.

@@ -18,6 +18,8 @@
 //!   visibility timeout, after which the join is acknowledged anyway (logged).
 //! - After this node is admitted again (a partition outlasted `gone_after`, which
 //!   cleared its entries), it republishes its rooms.
+//! - The same streams carry the frames of the recovery layer (`recovery`: the packet
+//!   log and the sessions, replicated to every live peer), as frames of their own kind.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +31,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use skein::adapter::cluster::{
-    codec, Delivery, Envelope, Inbound, Message, Transport, TransportError,
+    codec, Delivery, Envelope, Inbound, Message, PeerIds, Transport, TransportError,
 };
 use skein::adapter::Room;
 use tokio::sync::{mpsc, watch};
@@ -65,8 +67,16 @@ struct Link {
 struct Item {
     /// The peer's incarnation when the frame was queued (0: unknown).
     incarnation: u64,
+    kind: u32,
     payload: Bytes,
 }
+
+/// Frame kinds on the bus.
+pub(crate) const FRAME_CLUSTER: u32 = 0;
+pub(crate) const FRAME_RECOVERY: u32 = 1;
+
+/// Where the recovery layer receives its frames.
+pub type RecoverySink = Arc<dyn Fn(Bytes) + Send + Sync>;
 
 /// (namespace, room).
 type RoomKey = (String, String);
@@ -78,6 +88,9 @@ struct Shared {
     auth: Auth,
     timeout: Duration,
     undelivered: AtomicU64,
+    /// Peers whose stream could not be opened the last time it was tried (a killed
+    /// node refuses at once): not waited for by cluster requests.
+    unreachable: Mutex<HashSet<String>>,
 }
 
 /// This node's end of the mesh bus. See the module documentation.
@@ -92,6 +105,10 @@ pub struct MeshTransport {
     visible_timeout: Duration,
     /// The rooms with a member here (republished after a readmission).
     rooms: Arc<Mutex<HashSet<RoomKey>>>,
+    /// The recovery layer, when recovery is on.
+    recovery: Arc<std::sync::OnceLock<RecoverySink>>,
+    /// The cluster layer's live peers (heartbeats), for `node_count`.
+    peer_ids: std::sync::OnceLock<PeerIds>,
 }
 
 impl std::fmt::Debug for MeshTransport {
@@ -106,11 +123,18 @@ impl MeshTransport {
     /// The transport of `mesh`'s node; what other nodes send goes to `inbound`.
     /// `visible_timeout` bounds the wait of one join for its index change.
     pub fn new(mesh: Arc<Mesh>, inbound: Inbound, visible_timeout: Duration) -> Arc<Self> {
-        mesh.set_bus_sink(Arc::new(move |payload: Bytes| {
-            match codec::decode(&payload) {
+        let recovery: Arc<std::sync::OnceLock<RecoverySink>> = Arc::default();
+        let to_recovery = recovery.clone();
+        mesh.set_bus_sink(Arc::new(move |kind: u32, payload: Bytes| match kind {
+            FRAME_CLUSTER => match codec::decode(&payload) {
                 Ok(env) => inbound(env, Delivery::Bus),
                 Err(e) => tracing::warn!(error = %e, "mesh bus: undecodable frame"),
-            }
+            },
+            FRAME_RECOVERY => match to_recovery.get() {
+                Some(sink) => sink(payload),
+                None => tracing::warn!("mesh bus: a recovery frame, and recovery is off here"),
+            },
+            _ => tracing::warn!(kind, "mesh bus: a frame of an unknown kind"),
         }));
         let core = mesh.core();
         let shared = Arc::new(Shared {
@@ -118,6 +142,7 @@ impl MeshTransport {
             auth: core.peers.auth(),
             timeout: core.config.rpc_timeout,
             undelivered: AtomicU64::new(0),
+            unreachable: Mutex::default(),
             mesh: mesh.clone(),
         });
         let t = Arc::new(MeshTransport {
@@ -127,6 +152,8 @@ impl MeshTransport {
             links: Mutex::default(),
             pending: Arc::default(),
             rooms: Arc::default(),
+            recovery,
+            peer_ids: std::sync::OnceLock::new(),
         });
         tokio::spawn(republish(Arc::downgrade(&t), mesh.admissions()));
         tokio::spawn(prune_links(Arc::downgrade(&t)));
@@ -136,6 +163,55 @@ impl MeshTransport {
     /// The peers this node holds a queue (and a stream task) for, sorted.
     pub fn linked_peers(&self) -> Vec<String> {
         let mut v: Vec<String> = self.links.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Where `node_count` learns the cluster layer's live peers (set once; without it
+    /// the layer counts them itself).
+    pub fn set_peer_ids(&self, peers: PeerIds) {
+        let _ = self.peer_ids.set(peers);
+    }
+
+    /// Hands the recovery frames other nodes send to `sink` (set once).
+    pub fn set_recovery_sink(&self, sink: RecoverySink) {
+        let _ = self.recovery.set(sink);
+    }
+
+    /// Sends a recovery frame to one node.
+    pub fn send_frame(&self, to: &str, payload: Bytes) {
+        let incarnation = self.mesh().view().member(to).map_or(0, |m| m.incarnation);
+        let item = Item {
+            incarnation,
+            kind: FRAME_RECOVERY,
+            payload,
+        };
+        self.enqueue(to, item, false);
+    }
+
+    /// Sends a recovery frame to every other live node; returns how many.
+    pub fn publish_frame(&self, payload: &Bytes) -> usize {
+        let peers = self.live_peers();
+        for (peer, incarnation) in &peers {
+            let item = Item {
+                incarnation: *incarnation,
+                kind: FRAME_RECOVERY,
+                payload: payload.clone(),
+            };
+            self.enqueue(peer, item, false);
+        }
+        peers.len()
+    }
+
+    /// The other live members and their incarnations, sorted by name.
+    pub fn live_peers(&self) -> Vec<(String, u64)> {
+        let view = self.mesh().view();
+        let me = &*self.shared.node;
+        let mut v: Vec<(String, u64)> = view
+            .live_members()
+            .filter(|m| m.node != me)
+            .map(|m| (m.node.clone(), m.incarnation))
+            .collect();
         v.sort();
         v
     }
@@ -211,6 +287,7 @@ impl MeshTransport {
             }
             let item = Item {
                 incarnation,
+                kind: FRAME_CLUSTER,
                 payload: payload.clone(),
             };
             self.enqueue(peer, item, broadcast);
@@ -323,6 +400,18 @@ impl Transport for MeshTransport {
         let view = self.shared.mesh.view();
         let nodes = view.nodes_for(nsp, rooms.iter().map(|r| &**r));
         Some(nodes.into_iter().map(String::from).collect())
+    }
+
+    /// The live peers (heartbeats) whose stream is not known to be down, this node
+    /// included: a request does not wait for a node that was killed (its port refuses
+    /// at once) until its heartbeats time out.
+    async fn node_count(&self, _nsp: &str) -> Result<Option<usize>, TransportError> {
+        let Some(peers) = self.peer_ids.get() else {
+            return Ok(None);
+        };
+        let down = self.shared.unreachable.lock();
+        let up = peers().iter().filter(|p| !down.contains(&***p)).count();
+        Ok(Some(up + 1))
     }
 
     fn is_up(&self) -> bool {
@@ -457,6 +546,9 @@ async fn run_link(shared: Weak<Shared>, peer: String, mut rx: mpsc::Receiver<Ite
                     _ => "no answer in time".into(),
                 };
                 tracing::debug!(peer, addr, "mesh bus: cannot open stream: {why}");
+                if let Some(s) = shared.upgrade() {
+                    s.unreachable.lock().insert(peer.clone());
+                }
                 held = Some(first);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -464,6 +556,9 @@ async fn run_link(shared: Weak<Shared>, peer: String, mut rx: mpsc::Receiver<Ite
             }
         };
         backoff = MIN_BACKOFF;
+        if let Some(s) = shared.upgrade() {
+            s.unreachable.lock().remove(&peer);
+        }
         let incarnation: Option<u64> = resp
             .metadata()
             .get(INCARNATION)
@@ -493,6 +588,7 @@ async fn run_link(shared: Weak<Shared>, peer: String, mut rx: mpsc::Receiver<Ite
             }
             let frame = BusFrame {
                 payload: item.payload,
+                kind: item.kind,
             };
             tokio::select! {
                 sent = ftx.send(frame) => if sent.is_err() { break },

@@ -77,7 +77,7 @@ pub async fn start(
                 .as_ref()
                 .map(|g| format!("{}:{}", config.host, g.port))
                 .unwrap_or_default();
-            let (f, mesh) = skein_adapter_mesh::start(cfg, m.request_timeout)
+            let (f, mesh) = skein_adapter_mesh::start(cfg, m.request_timeout, recovery.cloned())
                 .await
                 .context("cannot start the mesh adapter")?;
             tracing::info!(

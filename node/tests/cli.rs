@@ -515,7 +515,7 @@ fn check_config_names_every_missing_or_bad_mesh_option() {
 }
 
 #[test]
-fn mesh_with_recovery_is_a_clear_config_error() {
+fn mesh_with_recovery_is_accepted() {
     let out = skein()
         .args(["--check-config", "--adapter", "mesh", "--host", "127.0.0.1"])
         .args(["--mesh-port", "7946", "--mesh-seeds", "127.0.0.1:7946"])
@@ -523,10 +523,12 @@ fn mesh_with_recovery_is_a_clear_config_error() {
         .args(["--mesh-secret", "s3cret-value", "--recovery", "true"])
         .output()
         .expect("skein runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("recovery is not supported with adapter mesh yet"),
-        "{err}"
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(text.contains("recovery"), "{text}");
 }

@@ -21,6 +21,9 @@ use crate::engineio::{Session, Sid};
 
 type Sess = Arc<Session<ClientData>>;
 
+/// The longest offset a client may present.
+const MAX_OFFSET: usize = 1024;
+
 /// Whether a CONNECT asks to resume a session.
 pub(crate) fn wants_recovery(ns: &Namespace, auth: &Value) -> bool {
     ns.adapter().local().recovery().is_some() && auth.get("pid").is_some_and(Value::is_string)
@@ -45,9 +48,11 @@ pub(crate) async fn resume(
         return Err(NotRecovered::UnknownSession);
     }
     // No offset: the client received nothing. Anything but a string is not an offset.
+    // Offsets are short (a stream id; on the mesh, one number per sender node), and the
+    // bound keeps a forged one from costing more than a parse.
     let offset = match auth.get("offset") {
         None | Some(Value::Null) => None,
-        Some(Value::String(o)) if o.len() <= 128 => Some(o.clone()),
+        Some(Value::String(o)) if o.len() <= MAX_OFFSET => Some(o.clone()),
         Some(_) => return Err(NotRecovered::BadOffset),
     };
     let rec = store

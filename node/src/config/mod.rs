@@ -277,16 +277,6 @@ fn resolve(l: &mut Layers) -> Config {
         }
     );
     let recovery = bool_or(l, "recovery", streams).then(|| resolve_recovery(l));
-    // The mesh does not replicate sessions and the packet log yet (issue 13, item 5):
-    // recovery there would only work on the node that held the socket, and a client
-    // would lose its session with the node. Refused rather than silently node-local.
-    if recovery.is_some() && matches!(adapter, AdapterChoice::Mesh(_)) {
-        l.error(
-            "recovery",
-            "recovery is not supported with adapter mesh yet (sessions would not survive \
-             their node); use redis-streams or nats for recovery across nodes",
-        );
-    }
     let demo_logic = string_or(l, "demo_logic", "builtin");
     let demo_api = match demo_logic.as_str() {
         "builtin" => false,

@@ -1,0 +1,431 @@
+//! Connection state recovery on the mesh (`--adapter mesh --recovery true`): the packet
+//! log and the sessions, replicated to every live peer over the bus, never through Raft
+//! (consensus stays off the per-message and per-socket path).
+//!
+//! - **The log.** A logged message (a broadcast, socket management) is numbered by its
+//!   sender and streamed to every live node, whatever the room index says. Each node
+//!   delivers the messages in the order they reach it, from one task, and keeps the
+//!   broadcasts for the recovery window in a [`VectorLog`], whose offsets are vectors of
+//!   per-sender numbers: an offset a client got on one node is understood by every
+//!   other (see `vlog`). So when a node dies, its clients resume on any other node with
+//!   what they missed, the broadcasts sent after the death included: every node logged
+//!   them.
+//! - **The sessions.** Every session write is applied here and streamed to every live
+//!   peer; the socket's packets (the CONNECT reply, a join's ack) wait until one peer
+//!   acknowledged it, so a session a client was told about survives its node. A take
+//!   (a reconnect) is decided by one node, so that of two reconnects with one pid only
+//!   one wins: the node that wrote the session if it answers, else the first live node
+//!   in name order; it tells the others.
+//!
+//! What a failure loses: nothing while one node that received the messages lives. A
+//! node that starts holds no history: a session whose offset predates it and names a
+//! sender it never heard from is refused there ([`NotRecovered::LogGap`]), and the
+//! client gets a new session (another node may still resume it on the next reconnect).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use skein::adapter::cluster::{
+    codec, ClusterLog, Delivery, Envelope, Inbound, Message, ReplayReceiver, Replays,
+};
+use skein::adapter::recovery::now_ms;
+use skein::adapter::{
+    AdapterError, Attach, NotRecovered, RecoveryConfig, SessionRecord, SessionStore, Written,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sessions::SessionMap;
+use crate::transport::MeshTransport;
+use crate::vlog::{Kept, Offset, Sender, VectorLog};
+
+/// How long a session write waits for a peer's acknowledgement, and a take for the
+/// deciding node's answer.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a replay waits for messages its offset counts that are still in flight here.
+pub const CATCH_UP: Duration = Duration::from_secs(1);
+
+/// A frame of the recovery layer on the bus.
+#[derive(Debug, Serialize, Deserialize)]
+enum Frame {
+    /// A logged message: its sender (incarnation), its number, the cluster envelope.
+    Entry {
+        sender: Sender,
+        seq: u64,
+        env: Vec<u8>,
+    },
+    /// A session write (`claim`: whatever wrote it last); `req` 0: no answer wanted.
+    Save {
+        req: u64,
+        claim: bool,
+        rec: SessionRecord,
+    },
+    Discard(SessionRecord),
+    Ack(u64),
+    /// Decide a take of `pid`, and answer `from` with `Taken`.
+    Take {
+        req: u64,
+        pid: String,
+        from: String,
+    },
+    Taken {
+        req: u64,
+        rec: Option<SessionRecord>,
+    },
+    /// Another node took `pid`.
+    Gone(String),
+}
+
+/// An answer a request waits for.
+enum Answer {
+    Ack,
+    Taken(Option<Box<SessionRecord>>),
+}
+
+/// What the log task delivers.
+struct Logged {
+    sender: Sender,
+    seq: u64,
+    env: Envelope,
+}
+
+struct Inner {
+    transport: Arc<MeshTransport>,
+    node: String,
+    me: Sender,
+    /// The next number of this node's logged messages; the lock keeps them in order on
+    /// the way to the log task and to the peers.
+    next_seq: Mutex<u64>,
+    to_log: mpsc::UnboundedSender<Logged>,
+    position: Mutex<Offset>,
+    sessions: Mutex<SessionMap>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next_req: AtomicU64,
+    replays: Replays,
+    lost: AtomicU64,
+}
+
+/// The mesh's [`ClusterLog`]. See the module documentation.
+#[derive(Clone)]
+pub struct MeshLog(Arc<Inner>);
+
+impl MeshLog {
+    /// Starts the log of `transport`'s node; what it delivers goes to `inbound`.
+    pub fn start(transport: Arc<MeshTransport>, inbound: Inbound, cfg: RecoveryConfig) -> Self {
+        let (to_log, rx) = mpsc::unbounded_channel();
+        let (replays, replay_rx) = Replays::channel();
+        let started = now_ms();
+        let log = VectorLog::new(cfg.clone(), started);
+        let inner = Arc::new(Inner {
+            node: transport.mesh().node_id().to_owned(),
+            me: transport.mesh().incarnation(),
+            transport: transport.clone(),
+            next_seq: Mutex::new(1),
+            to_log,
+            position: Mutex::new(log.position().clone()),
+            sessions: Mutex::new(SessionMap::new(cfg)),
+            waiting: Mutex::default(),
+            next_req: AtomicU64::new(1),
+            replays,
+            lost: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        transport.set_recovery_sink(Arc::new(move |payload: Bytes| {
+            if let Some(inner) = weak.upgrade() {
+                inner.on_frame(&payload);
+            }
+        }));
+        tokio::spawn(run_log(Arc::downgrade(&inner), log, rx, replay_rx, inbound));
+        MeshLog(inner)
+    }
+
+    /// Sessions held here (this node's and its peers').
+    pub fn sessions_held(&self) -> usize {
+        self.0.sessions.lock().count()
+    }
+}
+
+fn encode(f: &Frame) -> Bytes {
+    rmp_serde::to_vec(f).unwrap_or_default().into()
+}
+
+impl Inner {
+    fn on_frame(self: &Arc<Self>, payload: &[u8]) {
+        let frame: Frame = match rmp_serde::from_slice(payload) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "mesh recovery: undecodable frame");
+                return;
+            }
+        };
+        match frame {
+            Frame::Entry { sender, seq, env } => match codec::decode(&env) {
+                Ok(env) => {
+                    let _ = self.to_log.send(Logged { sender, seq, env });
+                }
+                Err(e) => tracing::warn!(error = %e, "mesh recovery: undecodable entry"),
+            },
+            Frame::Save { req, claim, rec } => {
+                {
+                    let mut s = self.sessions.lock();
+                    if claim {
+                        s.claim(&rec);
+                    } else {
+                        s.save(&rec);
+                    }
+                }
+                if req != 0 {
+                    if let Some(node) = rec.node.as_deref() {
+                        self.transport.send_frame(node, encode(&Frame::Ack(req)));
+                    }
+                }
+            }
+            Frame::Discard(rec) => self.sessions.lock().discard(&rec),
+            Frame::Ack(req) => self.answer(req, Answer::Ack),
+            Frame::Taken { req, rec } => self.answer(req, Answer::Taken(rec.map(Box::new))),
+            Frame::Gone(pid) => self.sessions.lock().taken_elsewhere(&pid),
+            Frame::Take { req, pid, from } => {
+                let rec = decide(self, &pid);
+                self.transport
+                    .send_frame(&from, encode(&Frame::Taken { req, rec }));
+            }
+        }
+    }
+
+    fn answer(&self, req: u64, a: Answer) {
+        if let Some(tx) = self.waiting.lock().remove(&req) {
+            let _ = tx.send(a);
+        }
+    }
+
+    /// Registers a request; the answer comes through [`Inner::answer`].
+    fn request(&self) -> (u64, oneshot::Receiver<Answer>) {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(req, tx);
+        (req, rx)
+    }
+
+    fn forget(&self, req: u64) {
+        self.waiting.lock().remove(&req);
+    }
+
+    /// Applies a session write here and streams it to every live peer; the returned
+    /// write resolves once one of them acknowledged it (or at the timeout).
+    fn write(self: &Arc<Self>, rec: &SessionRecord, claim: bool) -> Written {
+        let rec = SessionRecord {
+            node: rec.node.clone().or_else(|| Some(self.node.clone())),
+            ..rec.clone()
+        };
+        {
+            let mut s = self.sessions.lock();
+            if claim {
+                s.claim(&rec);
+            } else if !s.save(&rec) {
+                return None;
+            }
+        }
+        if self.transport.live_peers().is_empty() {
+            return None;
+        }
+        let (req, rx) = self.request();
+        self.transport
+            .publish_frame(&encode(&Frame::Save { req, claim, rec }));
+        let me = self.clone();
+        Some(Box::pin(async move {
+            if tokio::time::timeout(ACK_TIMEOUT, rx).await.is_err() {
+                me.forget(req);
+                tracing::warn!("mesh recovery: no peer acknowledged a session write in time");
+            }
+        }))
+    }
+}
+
+#[async_trait]
+impl SessionStore for MeshLog {
+    fn save(&self, rec: &SessionRecord) -> Written {
+        self.0.write(rec, false)
+    }
+
+    fn claim(&self, rec: &SessionRecord) -> Written {
+        self.0.write(rec, true)
+    }
+
+    fn discard(&self, rec: &SessionRecord) {
+        self.0.sessions.lock().discard(rec);
+        self.0
+            .transport
+            .publish_frame(&encode(&Frame::Discard(rec.clone())));
+    }
+
+    async fn take(&self, pid: &str) -> Result<Option<SessionRecord>, AdapterError> {
+        take(&self.0, pid).await
+    }
+}
+
+/// Takes `pid`: decided by the node that wrote it if it answers, else by the first live
+/// node in name order (this one, possibly), which tells the others.
+async fn take(inner: &Arc<Inner>, pid: &str) -> Result<Option<SessionRecord>, AdapterError> {
+    let writer = inner.sessions.lock().get(pid).and_then(|r| r.node.clone());
+    let Some(writer) = writer else {
+        return Ok(None);
+    };
+    let mut deciders = Vec::new();
+    let peers = inner.transport.live_peers();
+    if writer == inner.node || peers.iter().any(|(p, _)| *p == writer) {
+        deciders.push(writer.clone());
+    }
+    let mut names: Vec<String> = peers.into_iter().map(|(p, _)| p).collect();
+    names.push(inner.node.clone());
+    names.sort();
+    if let Some(first) = names.into_iter().find(|n| *n != writer) {
+        deciders.push(first);
+    }
+    for decider in deciders {
+        if decider == inner.node {
+            return Ok(decide(inner, pid));
+        }
+        let (req, rx) = inner.request();
+        let ask = Frame::Take {
+            req,
+            pid: pid.to_owned(),
+            from: inner.node.clone(),
+        };
+        inner.transport.send_frame(&decider, encode(&ask));
+        match tokio::time::timeout(ACK_TIMEOUT / 2, rx).await {
+            Ok(Ok(Answer::Taken(rec))) => return Ok(rec.map(|r| *r)),
+            _ => inner.forget(req),
+        }
+    }
+    Err(AdapterError::Unavailable(
+        "no node could decide the session's take".into(),
+    ))
+}
+
+/// Takes `pid` here and tells every peer.
+fn decide(inner: &Arc<Inner>, pid: &str) -> Option<SessionRecord> {
+    let rec = inner.sessions.lock().take(pid);
+    inner
+        .transport
+        .publish_frame(&encode(&Frame::Gone(pid.to_owned())));
+    rec
+}
+
+#[async_trait]
+impl ClusterLog for MeshLog {
+    fn append(&self, nsp: &str, msg: &Message) {
+        let inner = &self.0;
+        let env = Envelope {
+            from: inner.node.as_str().into(),
+            nsp: nsp.into(),
+            msg: msg.clone(),
+        };
+        let mut next = inner.next_seq.lock();
+        let seq = *next;
+        *next += 1;
+        let frame = encode(&Frame::Entry {
+            sender: inner.me,
+            seq,
+            env: codec::encode(&env),
+        });
+        // Peers first, then this node's own delivery: both in number order (the lock).
+        inner.transport.publish_frame(&frame);
+        let logged = Logged {
+            sender: inner.me,
+            seq,
+            env,
+        };
+        if inner.to_log.send(logged).is_err() {
+            inner.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn position(&self) -> String {
+        self.0.position.lock().format()
+    }
+
+    async fn replay(
+        &self,
+        nsp: &str,
+        rec: &SessionRecord,
+        offset: Option<&str>,
+        attach: Attach,
+    ) -> Result<(), NotRecovered> {
+        // Messages the client got on its old node may still be on their way here: wait
+        // for them a moment rather than deliver them twice.
+        if let Some(from) = offset.or(rec.offset.as_deref()).and_then(Offset::parse) {
+            let until = tokio::time::Instant::now() + CATCH_UP;
+            while self.0.position.lock().lacks(&from) && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.0.replays.run(nsp, rec, offset, attach).await
+    }
+
+    fn is_up(&self) -> bool {
+        self.0.transport.mesh().is_joined()
+    }
+
+    fn undelivered(&self) -> u64 {
+        self.0.lost.load(Ordering::Relaxed)
+    }
+
+    fn housekeeping(&self) {
+        self.0.sessions.lock().sweep();
+    }
+}
+
+/// How often the log forgets senders that are gone for good.
+const RETIRE_EVERY: Duration = Duration::from_secs(10);
+
+/// The log task: delivers every logged message in arrival order, keeps the broadcasts,
+/// and runs the replays between two deliveries.
+async fn run_log(
+    inner: Weak<Inner>,
+    mut log: VectorLog,
+    mut rx: mpsc::UnboundedReceiver<Logged>,
+    mut replays: ReplayReceiver,
+    inbound: Inbound,
+) {
+    let mut retire = tokio::time::interval(RETIRE_EVERY);
+    retire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            m = rx.recv() => {
+                let Some(Logged { sender, seq, env }) = m else { return };
+                let kept = match &env.msg {
+                    Message::Broadcast { packet, opts } if !opts.flags.volatile => Some(Kept {
+                        nsp: env.nsp.to_string(),
+                        packet: packet.clone(),
+                        rooms: opts.rooms.clone(),
+                        except: opts.except.clone(),
+                    }),
+                    _ => None,
+                };
+                let Some(offset) = log.append(sender, seq, now_ms(), kept) else { continue };
+                if let Some(i) = inner.upgrade() {
+                    *i.position.lock() = log.position().clone();
+                }
+                inbound(env, Delivery::Log(offset));
+            }
+            r = replays.recv() => {
+                let Some(r) = r else { return };
+                let found = log.missed(&r.nsp, &r.rec, r.offset.as_deref());
+                r.finish(found);
+            }
+            _ = retire.tick() => {
+                let Some(i) = inner.upgrade() else { return };
+                let view = i.transport.mesh().view();
+                let live: Vec<u64> = view.live_members().map(|m| m.incarnation).collect();
+                log.retire(|s| live.contains(&s), now_ms());
+                log.trim(now_ms());
+                *i.position.lock() = log.position().clone();
+            }
+        }
+    }
+}
