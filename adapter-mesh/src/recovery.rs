@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::sessions::SessionMap;
 use crate::transport::MeshTransport;
-use crate::vlog::{Kept, Offset, Sender, VectorLog};
+use crate::vlog::{Kept, Offset, Sender, Snapshot, VectorLog};
 
 /// How long a session write waits for a peer's acknowledgement, and a take for the
 /// deciding node's answer.
@@ -79,12 +79,32 @@ enum Frame {
     },
     /// Another node took `pid`.
     Gone(String),
+    /// A node that starts asks for the log and the sessions.
+    SyncAsk {
+        req: u64,
+        from: String,
+    },
+    Synced {
+        req: u64,
+        log: Box<Snapshot>,
+        sessions: Vec<SessionRecord>,
+    },
+}
+
+/// What the log task is asked besides delivering.
+enum Ctl {
+    /// A copy of the log, for a node that starts.
+    Snapshot(oneshot::Sender<Snapshot>),
+    /// The copy this node starts from (`None`: no peer had one); until then the log
+    /// task holds what it receives.
+    Install(Option<Box<Snapshot>>),
 }
 
 /// An answer a request waits for.
 enum Answer {
     Ack,
     Taken(Option<Box<SessionRecord>>),
+    Synced(Box<Snapshot>),
 }
 
 /// What the log task delivers.
@@ -102,12 +122,16 @@ struct Inner {
     /// the way to the log task and to the peers.
     next_seq: Mutex<u64>,
     to_log: mpsc::UnboundedSender<Logged>,
+    ctl: mpsc::UnboundedSender<Ctl>,
     position: Mutex<Offset>,
     sessions: Mutex<SessionMap>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_req: AtomicU64,
     replays: Replays,
     lost: AtomicU64,
+    /// Set once this node copied a peer's log and sessions (or found none to copy): a
+    /// take waits for it, since the session may be in the copy.
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 /// The mesh's [`ClusterLog`]. See the module documentation.
@@ -118,6 +142,7 @@ impl MeshLog {
     /// Starts the log of `transport`'s node; what it delivers goes to `inbound`.
     pub fn start(transport: Arc<MeshTransport>, inbound: Inbound, cfg: RecoveryConfig) -> Self {
         let (to_log, rx) = mpsc::unbounded_channel();
+        let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let (replays, replay_rx) = Replays::channel();
         let started = now_ms();
         let log = VectorLog::new(cfg.clone(), started);
@@ -127,12 +152,14 @@ impl MeshLog {
             transport: transport.clone(),
             next_seq: Mutex::new(1),
             to_log,
+            ctl,
             position: Mutex::new(log.position().clone()),
             sessions: Mutex::new(SessionMap::new(cfg)),
             waiting: Mutex::default(),
             next_req: AtomicU64::new(1),
             replays,
             lost: AtomicU64::new(0),
+            synced: tokio::sync::watch::Sender::new(false),
         });
         let weak = Arc::downgrade(&inner);
         transport.set_recovery_sink(Arc::new(move |payload: Bytes| {
@@ -140,7 +167,13 @@ impl MeshLog {
                 inner.on_frame(&payload);
             }
         }));
-        tokio::spawn(run_log(Arc::downgrade(&inner), log, rx, replay_rx, inbound));
+        let channels = Channels {
+            logged: rx,
+            replays: replay_rx,
+            ctl: ctl_rx,
+        };
+        tokio::spawn(run_log(Arc::downgrade(&inner), log, channels, inbound));
+        tokio::spawn(sync(Arc::downgrade(&inner)));
         MeshLog(inner)
     }
 
@@ -189,6 +222,29 @@ impl Inner {
             Frame::Ack(req) => self.answer(req, Answer::Ack),
             Frame::Taken { req, rec } => self.answer(req, Answer::Taken(rec.map(Box::new))),
             Frame::Gone(pid) => self.sessions.lock().taken_elsewhere(&pid),
+            Frame::SyncAsk { req, from } => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let (tx, rx) = oneshot::channel();
+                    if me.ctl.send(Ctl::Snapshot(tx)).is_err() {
+                        return;
+                    }
+                    let Ok(log) = rx.await else { return };
+                    let sessions = me.sessions.lock().records();
+                    let log = Box::new(log);
+                    let reply = encode(&Frame::Synced { req, log, sessions });
+                    me.transport.send_frame(&from, reply);
+                });
+            }
+            Frame::Synced { req, log, sessions } => {
+                {
+                    let mut s = self.sessions.lock();
+                    for rec in &sessions {
+                        s.adopt(rec);
+                    }
+                }
+                self.answer(req, Answer::Synced(log));
+            }
             Frame::Take { req, pid, from } => {
                 let rec = decide(self, &pid);
                 self.transport
@@ -271,6 +327,8 @@ impl SessionStore for MeshLog {
 /// Takes `pid`: decided by the node that wrote it if it answers, else by the first live
 /// node in name order (this one, possibly), which tells the others.
 async fn take(inner: &Arc<Inner>, pid: &str) -> Result<Option<SessionRecord>, AdapterError> {
+    let mut synced = inner.synced.subscribe();
+    let _ = tokio::time::timeout(SYNC_WITHIN, synced.wait_for(|s| *s)).await;
     let writer = inner.sessions.lock().get(pid).and_then(|r| r.node.clone());
     let Some(writer) = writer else {
         return Ok(None);
@@ -382,49 +440,132 @@ impl ClusterLog for MeshLog {
 
 /// How often the log forgets senders that are gone for good.
 const RETIRE_EVERY: Duration = Duration::from_secs(10);
+/// How long a node that starts waits to join and copy a peer's log before it serves
+/// from an empty one (meanwhile it holds what it receives).
+pub const SYNC_WITHIN: Duration = Duration::from_secs(10);
+
+/// Copies a peer's log and sessions once this node joined (see [`Ctl::Install`]).
+async fn sync(inner: Weak<Inner>) {
+    let deadline = tokio::time::Instant::now() + SYNC_WITHIN;
+    let mut copy = None;
+    'ask: while tokio::time::Instant::now() < deadline {
+        let Some(i) = inner.upgrade() else { return };
+        if !i.transport.mesh().is_joined() {
+            drop(i);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        for (peer, _) in i.transport.live_peers() {
+            let (req, rx) = i.request();
+            let ask = Frame::SyncAsk {
+                req,
+                from: i.node.clone(),
+            };
+            i.transport.send_frame(&peer, encode(&ask));
+            match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+                Ok(Ok(Answer::Synced(log))) => {
+                    tracing::info!(peer, "mesh recovery: copied the log and sessions of a peer");
+                    copy = Some(log);
+                    break 'ask;
+                }
+                _ => i.forget(req),
+            }
+        }
+        break;
+    }
+    if let Some(i) = inner.upgrade() {
+        let _ = i.ctl.send(Ctl::Install(copy));
+        i.synced.send_replace(true);
+    }
+}
+
+/// The log task's inputs.
+struct Channels {
+    logged: mpsc::UnboundedReceiver<Logged>,
+    replays: ReplayReceiver,
+    ctl: mpsc::UnboundedReceiver<Ctl>,
+}
+
+fn kept(env: &Envelope) -> Option<Kept> {
+    match &env.msg {
+        Message::Broadcast { packet, opts } if !opts.flags.volatile => Some(Kept {
+            nsp: env.nsp.to_string(),
+            packet: packet.clone(),
+            rooms: opts.rooms.clone(),
+            except: opts.except.clone(),
+        }),
+        _ => None,
+    }
+}
 
 /// The log task: delivers every logged message in arrival order, keeps the broadcasts,
-/// and runs the replays between two deliveries.
-async fn run_log(
-    inner: Weak<Inner>,
-    mut log: VectorLog,
-    mut rx: mpsc::UnboundedReceiver<Logged>,
-    mut replays: ReplayReceiver,
-    inbound: Inbound,
-) {
+/// and runs the replays between two deliveries. Until the node copied a peer's log
+/// ([`sync`]) it holds what it receives, and the replays.
+async fn run_log(inner: Weak<Inner>, mut log: VectorLog, mut ch: Channels, inbound: Inbound) {
     let mut retire = tokio::time::interval(RETIRE_EVERY);
     retire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held: Option<(Vec<Logged>, Vec<skein::adapter::cluster::Replay>)> =
+        Some(Default::default());
+    let publish = |log: &VectorLog| {
+        if let Some(i) = inner.upgrade() {
+            *i.position.lock() = log.position().clone();
+        }
+    };
     loop {
         tokio::select! {
-            m = rx.recv() => {
-                let Some(Logged { sender, seq, env }) = m else { return };
-                let kept = match &env.msg {
-                    Message::Broadcast { packet, opts } if !opts.flags.volatile => Some(Kept {
-                        nsp: env.nsp.to_string(),
-                        packet: packet.clone(),
-                        rooms: opts.rooms.clone(),
-                        except: opts.except.clone(),
-                    }),
-                    _ => None,
-                };
-                let Some(offset) = log.append(sender, seq, now_ms(), kept) else { continue };
-                if let Some(i) = inner.upgrade() {
-                    *i.position.lock() = log.position().clone();
+            m = ch.logged.recv() => {
+                let Some(m) = m else { return };
+                if let Some((logged, _)) = held.as_mut() {
+                    logged.push(m);
+                    continue;
                 }
+                let Logged { sender, seq, env } = m;
+                let Some(offset) = log.append(sender, seq, now_ms(), kept(&env)) else { continue };
+                publish(&log);
                 inbound(env, Delivery::Log(offset));
             }
-            r = replays.recv() => {
+            r = ch.replays.recv() => {
                 let Some(r) = r else { return };
+                if let Some((_, replays)) = held.as_mut() {
+                    replays.push(r);
+                    continue;
+                }
                 let found = log.missed(&r.nsp, &r.rec, r.offset.as_deref());
                 r.finish(found);
             }
+            c = ch.ctl.recv() => match c {
+                None => return,
+                Some(Ctl::Snapshot(tx)) => {
+                    let _ = tx.send(log.snapshot());
+                }
+                Some(Ctl::Install(copy)) => {
+                    let Some((logged, replays)) = held.take() else { continue };
+                    if let Some(copy) = copy {
+                        log.install(*copy);
+                    }
+                    // What reached this node meanwhile is delivered to its clients (none
+                    // of it was), and logged unless the copy had it.
+                    for Logged { sender, seq, env } in logged {
+                        let offset = log
+                            .append(sender, seq, now_ms(), kept(&env))
+                            .unwrap_or_else(|| log.position().format());
+                        inbound(env, Delivery::Log(offset));
+                    }
+                    publish(&log);
+                    for r in replays {
+                        let found = log.missed(&r.nsp, &r.rec, r.offset.as_deref());
+                        r.finish(found);
+                    }
+                }
+            },
             _ = retire.tick() => {
                 let Some(i) = inner.upgrade() else { return };
                 let view = i.transport.mesh().view();
                 let live: Vec<u64> = view.live_members().map(|m| m.incarnation).collect();
                 log.retire(|s| live.contains(&s), now_ms());
                 log.trim(now_ms());
-                *i.position.lock() = log.position().clone();
+                drop(i);
+                publish(&log);
             }
         }
     }

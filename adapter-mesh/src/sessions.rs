@@ -57,6 +57,20 @@ impl SessionMap {
         }
     }
 
+    /// A record from a peer's copy (a node that starts): kept unless this node has one.
+    pub fn adopt(&mut self, rec: &SessionRecord) {
+        if !self.taken.contains_key(&rec.pid) {
+            self.sessions
+                .entry(rec.pid.clone())
+                .or_insert_with(|| rec.clone());
+        }
+    }
+
+    /// Every record held, for a node that starts.
+    pub fn records(&self) -> Vec<SessionRecord> {
+        self.sessions.values().cloned().collect()
+    }
+
     /// The record of `pid`, if this node holds one.
     pub fn get(&self, pid: &str) -> Option<&SessionRecord> {
         self.sessions.get(pid)

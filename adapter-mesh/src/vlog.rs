@@ -20,6 +20,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use skein::adapter::recovery::{gap_is_safe, targets, with_offset};
 use skein::adapter::{
     EventPacket, LoggedPacket, NotRecovered, RecoveryConfig, Room, SessionRecord,
@@ -27,6 +29,12 @@ use skein::adapter::{
 
 /// A node's incarnation as a sender of logged messages.
 pub type Sender = u64;
+
+/// A message of a sender an offset does not name, that arrived here this long before
+/// the offset was given, was not missed by its client: the node that gave the offset
+/// had it too (nodes receive the same messages within this margin), or the client's
+/// session started after it.
+pub const ARRIVAL_MARGIN: u64 = 1_000;
 
 /// A parsed offset: when it was given (the giving node's clock, ms) and, per sender,
 /// the highest sequence number delivered by then.
@@ -101,7 +109,7 @@ fn radix36(mut n: u64) -> String {
 }
 
 /// A broadcast kept for replays.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Kept {
     pub nsp: String,
     pub packet: EventPacket,
@@ -109,16 +117,42 @@ pub struct Kept {
     pub except: Vec<Room>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     sender: Sender,
     seq: u64,
     at_ms: u64,
     /// The offset it was delivered with here.
+    #[serde(with = "offset_text")]
     offset: Offset,
     kept: Kept,
 }
 
-#[derive(Debug, Default)]
+mod offset_text {
+    use super::Offset;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(o: &Offset, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&o.format())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Offset, D::Error> {
+        let text = String::deserialize(d)?;
+        Offset::parse(&text).ok_or_else(|| serde::de::Error::custom("not an offset"))
+    }
+}
+
+/// A log as another node copies it when it starts (see [`VectorLog::install`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    started: u64,
+    entries: Vec<Entry>,
+    senders: Vec<(Sender, SenderState)>,
+    #[serde(with = "offset_text")]
+    now: Offset,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct SenderState {
     /// The first sequence number received here: anything before it is unknown.
     first: u64,
@@ -221,6 +255,27 @@ impl VectorLog {
         }
     }
 
+    /// A copy of this log, for a node that starts.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            started: self.started,
+            entries: self.entries.iter().cloned().collect(),
+            senders: self.senders.iter().map(|(k, s)| (*k, s.clone())).collect(),
+            now: self.now.clone(),
+        }
+    }
+
+    /// Takes over a peer's log, as this node's history: what reached this node since it
+    /// started must be appended again after it (duplicates are then dropped). Offsets
+    /// given before (by this node, with nothing delivered yet: they name no sender) stay
+    /// valid: a replay skips what arrived well before them ([`ARRIVAL_MARGIN`]).
+    pub fn install(&mut self, snap: Snapshot) {
+        self.entries = snap.entries.into();
+        self.senders = snap.senders.into_iter().collect();
+        self.now.merge(&snap.now);
+        self.started = snap.started;
+    }
+
     /// How long after its last message a sender that is gone for good is still named in
     /// offsets: past this, a replay ignores its entries for offsets that do not name it.
     fn retire_after(&self) -> u64 {
@@ -260,11 +315,11 @@ impl VectorLog {
         rooms.push(rec.sid.clone());
         let mut holds = from.clone();
         let mut missed = Vec::new();
-        let retired = |sender: Sender, at: u64| {
-            !from.seqs.contains_key(&sender) && at + self.retire_after() < from.t
+        let before = |sender: Sender, at: u64| {
+            !from.seqs.contains_key(&sender) && at + ARRIVAL_MARGIN < from.t
         };
         for e in &self.entries {
-            if e.seq <= from.get(e.sender) || retired(e.sender, e.at_ms) {
+            if e.seq <= from.get(e.sender) || before(e.sender, e.at_ms) {
                 continue;
             }
             if e.kept.nsp != nsp || !targets(&rooms, &e.kept.rooms, &e.kept.except) {
@@ -286,12 +341,15 @@ impl VectorLog {
     /// Whether this log holds every message after `from` (see the module documentation).
     fn covers(&self, from: &Offset, rec: &SessionRecord) -> Result<(), NotRecovered> {
         for (k, s) in &self.senders {
-            if !from.seqs.contains_key(k) && s.last_at + self.retire_after() < from.t {
-                // Retired where the offset was given: nothing of it is owed.
+            let named = from.seqs.contains_key(k);
+            if !named && s.last_at + ARRIVAL_MARGIN < from.t {
+                // All of it arrived before the offset: nothing of it is owed.
                 continue;
             }
             let after = from.get(*k);
-            if s.first > after + 1 {
+            // What came before its first entry here was sent before this log started:
+            // owed only if the offset names the sender, or predates the log.
+            if s.first > after + 1 && (named || from.t <= self.started + ARRIVAL_MARGIN) {
                 return Err(NotRecovered::LogGap);
             }
             if s.gaps.iter().any(|&(_, to)| to > after) {

@@ -241,3 +241,30 @@ fn gone_senders_retire_from_offsets() {
         vec![]
     );
 }
+
+#[test]
+fn a_node_that_starts_takes_over_a_peers_history() {
+    let mut old = VectorLog::new(cfg(100), T0);
+    let mut offsets = vec![];
+    for n in 1..=3 {
+        offsets.push(old.append(S1, n, T0 + n, kept(n, "r")).unwrap());
+    }
+    // A node started later, with one message that reached it while it copied.
+    let started = T0 + 10_000;
+    let mut fresh = VectorLog::new(cfg(100), started);
+    let early = fresh.position().format();
+    fresh.install(old.snapshot());
+    assert!(
+        fresh.append(S1, 3, started + 1, kept(3, "r")).is_none(),
+        "copied already"
+    );
+    fresh.append(S1, 4, started + 2, kept(4, "r"));
+    // A client of the old node resumes here with exactly what it missed.
+    let missed = fresh
+        .missed("/", &rec(None, T0), Some(&offsets[1]))
+        .unwrap();
+    assert_eq!(nums(&missed), vec![3, 4]);
+    // A client that connected here before the copy missed only what came after it.
+    let missed = fresh.missed("/", &rec(Some(early), started), None).unwrap();
+    assert_eq!(nums(&missed), vec![4]);
+}
