@@ -1,6 +1,9 @@
-// Connection state recovery across a cluster: 3 skein nodes in Redis Streams mode behind a
-// real HAProxy that drops a dead backend; the official client 4.8 over WebSocket. A node is
-// killed (SIGKILL) or drained (SIGTERM) while 1,000 numbered events go to the client's room.
+// Connection state recovery across a cluster, on every adapter that recovers sessions
+// across nodes (tests/adapters.json: Redis Streams, NATS JetStream, the mesh): 3 skein
+// nodes behind a real HAProxy that drops a dead backend; the official client 4.8 over
+// WebSocket. A node is killed (SIGKILL) or drained (SIGTERM) while 1,000 numbered events
+// go to the client's room; two reconnects with one pid on two nodes, one wins; a
+// connection that died unnoticed resumes on another node.
 // Also: sessions moving between a Node.js socket.io server with
 // @socket.io/redis-streams-adapter and a skein node.
 import { describe, test, before, after } from "node:test";
@@ -85,6 +88,49 @@ for (const adapter of clusterAdapters({ recovery: true })) {
   });
 }
 
+for (const adapter of clusterAdapters({ recovery: true })) {
+  describe(`[${adapter}] one session, two nodes`, () => {
+    const ctx = {};
+    before(async () => { ctx.cluster = await startCluster({ adapter, key: uniqueKey("two") }); });
+    after(async () => { h.closeClients(); await ctx.cluster?.stop(); });
+
+    test("two clients presenting one pid on two nodes: exactly one resumes it", async () => {
+      const [A, B, C] = ctx.cluster.nodes;
+      const a = h.track(h.io(A.url, { forceNew: true, reconnection: false, ...WS }));
+      await waitEvent(a, "connect", 8000);
+      const { id, _pid: pid } = a;
+      await ask(a, "join", "T");
+      a.io.engine.close();
+      await sleep(300);
+      const auth = { pid, offset: a._lastOffset };
+      const twins = [B, C].map((n) => h.track(h.io(n.url, { forceNew: true, reconnection: false, ...WS, auth })));
+      await Promise.all(twins.map((t) => waitEvent(t, "connect", 8000)));
+      const got = twins.map((t) => t.id);
+      assert.equal(got.filter((x) => x === id).length, 1, `exactly one resumed ${id}: ${got}`);
+      // A third one, later, finds the session in use by a live socket.
+      const third = h.track(h.io(A.url, { forceNew: true, reconnection: false, ...WS, auth }));
+      await waitEvent(third, "connect", 8000);
+      assert.notEqual(third.id, id);
+    });
+
+    test("a connection that died unnoticed on one node: the session resumes on another", async () => {
+      const [A, B] = ctx.cluster.nodes;
+      const a = h.track(h.io(A.url, { forceNew: true, reconnection: false, ...WS }));
+      await waitEvent(a, "connect", 8000);
+      const id = a.id;
+      await ask(a, "join", "U");
+      a.io.engine.transport.ws._socket.pause(); // deaf: node A still thinks it is connected
+      const b = h.track(h.io(B.url, { forceNew: true, reconnection: false, ...WS, auth: { pid: a._pid, offset: a._lastOffset } }));
+      await waitEvent(b, "connect", 10000);
+      assert.equal(b.id, id, "node B asked node A, whose probe found the old connection dead");
+      assert.deepEqual((await ask(b, "rooms")).sort(), [id, "U"].sort());
+      const { node } = await ask(b, "whoami");
+      assert.equal(node, B.nodeId);
+      a.close();
+    });
+  });
+}
+
 describe("Redis Streams mode as a cluster adapter", () => {
   const ctx = {};
   before(async () => { ctx.cluster = await startCluster({ adapterArgs: streamsArgs(uniqueKey("str")) }); });
@@ -115,41 +161,6 @@ describe("Redis Streams mode as a cluster adapter", () => {
     const fetched = await ask(a, "cluster-fetch", { rooms: ["B"] });
     assert.equal(fetched.sockets.length, 3, "fetch_sockets still spans the cluster");
     ctx.cluster.assertAlive();
-  });
-
-  test("two clients presenting one pid on two nodes: exactly one resumes it", async () => {
-    const [A, B, C] = ctx.cluster.nodes;
-    const a = h.track(h.io(A.url, { forceNew: true, reconnection: false, ...WS }));
-    await waitEvent(a, "connect", 8000);
-    const { id, _pid: pid } = a;
-    await ask(a, "join", "T");
-    a.io.engine.close();
-    await sleep(300);
-    const auth = { pid, offset: a._lastOffset };
-    const twins = [B, C].map((n) => h.track(h.io(n.url, { forceNew: true, reconnection: false, ...WS, auth })));
-    await Promise.all(twins.map((t) => waitEvent(t, "connect", 8000)));
-    const got = twins.map((t) => t.id);
-    assert.equal(got.filter((x) => x === id).length, 1, `exactly one resumed ${id}: ${got}`);
-    // A third one, later, finds the session in use by a live socket.
-    const third = h.track(h.io(A.url, { forceNew: true, reconnection: false, ...WS, auth }));
-    await waitEvent(third, "connect", 8000);
-    assert.notEqual(third.id, id);
-  });
-
-  test("a connection that died unnoticed on one node: the session resumes on another", async () => {
-    const [A, B] = ctx.cluster.nodes;
-    const a = h.track(h.io(A.url, { forceNew: true, reconnection: false, ...WS }));
-    await waitEvent(a, "connect", 8000);
-    const id = a.id;
-    await ask(a, "join", "U");
-    a.io.engine.transport.ws._socket.pause(); // deaf: node A still thinks it is connected
-    const b = h.track(h.io(B.url, { forceNew: true, reconnection: false, ...WS, auth: { pid: a._pid, offset: a._lastOffset } }));
-    await waitEvent(b, "connect", 10000);
-    assert.equal(b.id, id, "node B asked node A, whose probe found the old connection dead");
-    assert.deepEqual((await ask(b, "rooms")).sort(), [id, "U"].sort());
-    const { node } = await ask(b, "whoami");
-    assert.equal(node, B.nodeId);
-    a.close();
   });
 });
 
