@@ -10,21 +10,10 @@
 # Env: SKEIN_BIN (default <repo>/target/release/skein, built if missing), BENCH_TARGET_DIR,
 #      REDIS_URL (default redis://127.0.0.1:6379), PORT (default 3999).
 set -euo pipefail
-BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(dirname "$BENCH_DIR")"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 PORT="${PORT:-3999}"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-SKEIN_BIN="${SKEIN_BIN:-$REPO/target/release/skein}"
-[ -x "$SKEIN_BIN" ] || (cd "$REPO" && cargo build --release -p skein-node)
-export CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-$BENCH_DIR/target}"
-cargo build --release --manifest-path "$BENCH_DIR/Cargo.toml" >&2
-B="$CARGO_TARGET_DIR/release/skein-bench"
 KEY="recovery-cost-$$"
-
-# field NAME JSON: a numeric field of the generator's JSON report.
-field() { grep -o "\"$1\":[0-9.]*" <<<"$2" | head -1 | cut -d: -f2; }
 
 run() {
     local name=$1; shift

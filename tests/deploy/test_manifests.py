@@ -318,8 +318,8 @@ def test_external_redis_example_takes_the_url_from_a_secret():
 def mesh_is_rendered(ov):
     """The mesh: seeds through a headless Service that publishes pods before they are
     ready, the pods start together, each has its volume for the Raft data, the secret
-    comes from a Secret file, the address advertised is the pod's, and the mesh port is
-    open to the nodes only."""
+    comes from a Secret file, the address advertised is the pod's, the mesh port is open
+    to the nodes only, and sessions are recovered across pods."""
     e, sts = ov.effective, ov.dep
     assert sts["kind"] == "StatefulSet" and sts["spec"]["podManagementPolicy"] == "Parallel"
     host, port = e["mesh_seeds"][0].rsplit(":", 1)
@@ -332,6 +332,7 @@ def mesh_is_rendered(ov):
     mount = next(m for m in ov.c["volumeMounts"] if m["name"] == claim["metadata"]["name"])
     assert e["mesh_data"].startswith(ov.pod.local(mount["mountPath"]) + "/"), "the Raft data is on the pod's volume"
     assert e["mesh_voters"] == 3 and e["mesh_secret_file"].startswith(ov.pod.local("/var/run/secrets/skein-mesh/"))
+    assert e["recovery"] is True, "sessions survive their pod"
     env = {x["name"]: x for x in ov.c["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert list(env).index("POD_IP") < list(env).index("SKEIN_MESH_ADVERTISE"), "$(POD_IP) is defined before use"
