@@ -59,11 +59,12 @@ enum Frame {
         seq: u64,
         env: Vec<u8>,
     },
-    /// A session write (`claim`: whatever wrote it last); `req` 0: no answer wanted.
+    /// A session write (`claim`: whatever wrote it last), acknowledged to `from`.
     Save {
         req: u64,
         claim: bool,
         rec: SessionRecord,
+        from: String,
     },
     Discard(SessionRecord),
     Ack(u64),
@@ -203,7 +204,12 @@ impl Inner {
                 }
                 Err(e) => tracing::warn!(error = %e, "mesh recovery: undecodable entry"),
             },
-            Frame::Save { req, claim, rec } => {
+            Frame::Save {
+                req,
+                claim,
+                rec,
+                from,
+            } => {
                 {
                     let mut s = self.sessions.lock();
                     if claim {
@@ -212,11 +218,7 @@ impl Inner {
                         s.save(&rec);
                     }
                 }
-                if req != 0 {
-                    if let Some(node) = rec.node.as_deref() {
-                        self.transport.send_frame(node, encode(&Frame::Ack(req)));
-                    }
-                }
+                self.transport.send_frame(&from, encode(&Frame::Ack(req)));
             }
             Frame::Discard(rec) => self.sessions.lock().discard(&rec),
             Frame::Ack(req) => self.answer(req, Answer::Ack),
@@ -290,8 +292,14 @@ impl Inner {
             return None;
         }
         let (req, rx) = self.request();
-        self.transport
-            .publish_frame(&encode(&Frame::Save { req, claim, rec }));
+        let from = self.node.clone();
+        let save = Frame::Save {
+            req,
+            claim,
+            rec,
+            from,
+        };
+        self.transport.publish_frame(&encode(&save));
         let me = self.clone();
         Some(Box::pin(async move {
             if tokio::time::timeout(ACK_TIMEOUT, rx).await.is_err() {
