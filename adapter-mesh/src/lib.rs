@@ -39,7 +39,12 @@
 //! - `log_store`, `sm_store`: the durable log and the state machine with snapshots;
 //! - `network`, `server`: the gRPC client and server of `skein.mesh.v1`, the secret;
 //! - `core`: proposing, admitting, waiting for visibility; `control`: bootstrap, join
-//!   and the leader's maintenance; `batch`: the batcher; `metrics`; `mesh`: [`Mesh`].
+//!   and the leader's maintenance; `batch`: the batcher; `metrics`; `mesh`: [`Mesh`];
+//! - `transport`: the cluster layer's transport on the `Bus` service, `link`: one
+//!   peer's stream;
+//! - connection state recovery (`--recovery`): `recovery` ([`recovery::MeshLog`]: the
+//!   log and sessions replicated to every peer), `log_task`, `vlog` (the log and its
+//!   per-sender offsets), `sessions`.
 
 mod batch;
 mod config;
@@ -47,7 +52,9 @@ mod control;
 mod core;
 mod error;
 mod fsutil;
+mod link;
 mod log_store;
+mod log_task;
 mod mesh;
 mod metrics;
 mod network;

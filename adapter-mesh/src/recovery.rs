@@ -31,18 +31,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use skein::adapter::cluster::{
-    codec, ClusterLog, Delivery, Envelope, Inbound, Message, ReplayReceiver, Replays,
-};
+use skein::adapter::cluster::{codec, ClusterLog, Envelope, Inbound, Message, Replays};
 use skein::adapter::recovery::now_ms;
 use skein::adapter::{
     AdapterError, Attach, NotRecovered, RecoveryConfig, SessionRecord, SessionStore, Written,
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::log_task::{self, Channels, Ctl, Logged};
 use crate::sessions::SessionMap;
 use crate::transport::MeshTransport;
-use crate::vlog::{Kept, Offset, Sender, Snapshot, VectorLog};
+use crate::vlog::{Offset, Sender, Snapshot, VectorLog};
 
 /// How long a session write waits for a peer's acknowledgement, and a take for the
 /// deciding node's answer.
@@ -92,27 +91,11 @@ enum Frame {
     },
 }
 
-/// What the log task is asked besides delivering.
-enum Ctl {
-    /// A copy of the log, for a node that starts.
-    Snapshot(oneshot::Sender<Snapshot>),
-    /// The copy this node starts from (`None`: no peer had one); until then the log
-    /// task holds what it receives.
-    Install(Option<Box<Snapshot>>),
-}
-
 /// An answer a request waits for.
 enum Answer {
     Ack,
     Taken(Option<Box<SessionRecord>>),
     Synced(Box<Snapshot>),
-}
-
-/// What the log task delivers.
-struct Logged {
-    sender: Sender,
-    seq: u64,
-    env: Envelope,
 }
 
 struct Inner {
@@ -124,7 +107,7 @@ struct Inner {
     next_seq: Mutex<u64>,
     to_log: mpsc::UnboundedSender<Logged>,
     ctl: mpsc::UnboundedSender<Ctl>,
-    position: Mutex<Offset>,
+    position: Arc<Mutex<Offset>>,
     sessions: Mutex<SessionMap>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_req: AtomicU64,
@@ -154,7 +137,7 @@ impl MeshLog {
             next_seq: Mutex::new(1),
             to_log,
             ctl,
-            position: Mutex::new(log.position().clone()),
+            position: Arc::new(Mutex::new(log.position().clone())),
             sessions: Mutex::new(SessionMap::new(cfg)),
             waiting: Mutex::default(),
             next_req: AtomicU64::new(1),
@@ -173,7 +156,18 @@ impl MeshLog {
             replays: replay_rx,
             ctl: ctl_rx,
         };
-        tokio::spawn(run_log(Arc::downgrade(&inner), log, channels, inbound));
+        let view = Arc::downgrade(&transport);
+        let live = move || {
+            view.upgrade().map_or_else(Vec::new, |t| {
+                t.mesh()
+                    .view()
+                    .live_members()
+                    .map(|m| m.incarnation)
+                    .collect()
+            })
+        };
+        let position = inner.position.clone();
+        tokio::spawn(log_task::run(log, channels, inbound, position, live));
         tokio::spawn(sync(Arc::downgrade(&inner)));
         MeshLog(inner)
     }
@@ -446,8 +440,6 @@ impl ClusterLog for MeshLog {
     }
 }
 
-/// How often the log forgets senders that are gone for good.
-const RETIRE_EVERY: Duration = Duration::from_secs(10);
 /// How long a node that starts waits to join and copy a peer's log before it serves
 /// from an empty one (meanwhile it holds what it receives).
 pub const SYNC_WITHIN: Duration = Duration::from_secs(10);
@@ -484,97 +476,5 @@ async fn sync(inner: Weak<Inner>) {
     if let Some(i) = inner.upgrade() {
         let _ = i.ctl.send(Ctl::Install(copy));
         i.synced.send_replace(true);
-    }
-}
-
-/// The log task's inputs.
-struct Channels {
-    logged: mpsc::UnboundedReceiver<Logged>,
-    replays: ReplayReceiver,
-    ctl: mpsc::UnboundedReceiver<Ctl>,
-}
-
-fn kept(env: &Envelope) -> Option<Kept> {
-    match &env.msg {
-        Message::Broadcast { packet, opts } if !opts.flags.volatile => Some(Kept {
-            nsp: env.nsp.to_string(),
-            packet: packet.clone(),
-            rooms: opts.rooms.clone(),
-            except: opts.except.clone(),
-        }),
-        _ => None,
-    }
-}
-
-/// The log task: delivers every logged message in arrival order, keeps the broadcasts,
-/// and runs the replays between two deliveries. Until the node copied a peer's log
-/// ([`sync`]) it holds what it receives, and the replays.
-async fn run_log(inner: Weak<Inner>, mut log: VectorLog, mut ch: Channels, inbound: Inbound) {
-    let mut retire = tokio::time::interval(RETIRE_EVERY);
-    retire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut held: Option<(Vec<Logged>, Vec<skein::adapter::cluster::Replay>)> =
-        Some(Default::default());
-    let publish = |log: &VectorLog| {
-        if let Some(i) = inner.upgrade() {
-            *i.position.lock() = log.position().clone();
-        }
-    };
-    loop {
-        tokio::select! {
-            m = ch.logged.recv() => {
-                let Some(m) = m else { return };
-                if let Some((logged, _)) = held.as_mut() {
-                    logged.push(m);
-                    continue;
-                }
-                let Logged { sender, seq, env } = m;
-                let Some(offset) = log.append(sender, seq, now_ms(), kept(&env)) else { continue };
-                publish(&log);
-                inbound(env, Delivery::Log(offset));
-            }
-            r = ch.replays.recv() => {
-                let Some(r) = r else { return };
-                if let Some((_, replays)) = held.as_mut() {
-                    replays.push(r);
-                    continue;
-                }
-                let found = log.missed(&r.nsp, &r.rec, r.offset.as_deref());
-                r.finish(found);
-            }
-            c = ch.ctl.recv() => match c {
-                None => return,
-                Some(Ctl::Snapshot(tx)) => {
-                    let _ = tx.send(log.snapshot());
-                }
-                Some(Ctl::Install(copy)) => {
-                    let Some((logged, replays)) = held.take() else { continue };
-                    if let Some(copy) = copy {
-                        log.install(*copy);
-                    }
-                    // What reached this node meanwhile is delivered to its clients (none
-                    // of it was), and logged unless the copy had it.
-                    for Logged { sender, seq, env } in logged {
-                        let offset = log
-                            .append(sender, seq, now_ms(), kept(&env))
-                            .unwrap_or_else(|| log.position().format());
-                        inbound(env, Delivery::Log(offset));
-                    }
-                    publish(&log);
-                    for r in replays {
-                        let found = log.missed(&r.nsp, &r.rec, r.offset.as_deref());
-                        r.finish(found);
-                    }
-                }
-            },
-            _ = retire.tick() => {
-                let Some(i) = inner.upgrade() else { return };
-                let view = i.transport.mesh().view();
-                let live: Vec<u64> = view.live_members().map(|m| m.incarnation).collect();
-                log.retire(|s| live.contains(&s), now_ms());
-                log.trim(now_ms());
-                drop(i);
-                publish(&log);
-            }
-        }
     }
 }
