@@ -169,16 +169,20 @@ impl MeshTransport {
 
     /// Sends a recovery frame to every other live node; returns how many.
     pub fn publish_frame(&self, payload: &Bytes) -> usize {
-        let peers = self.live_peers();
-        for (peer, incarnation) in &peers {
+        // On the path of every logged broadcast: no list is built.
+        let view = self.mesh().view();
+        let me = &*self.shared.node;
+        let mut n = 0;
+        for m in view.live_members().filter(|m| m.node != me) {
             let item = Item {
-                incarnation: *incarnation,
+                incarnation: m.incarnation,
                 kind: FRAME_RECOVERY,
                 payload: payload.clone(),
             };
-            self.enqueue(peer, item, false);
+            self.enqueue(&m.node, item, false);
+            n += 1;
         }
-        peers.len()
+        n
     }
 
     /// The other live members and their incarnations, sorted by name.
