@@ -76,7 +76,7 @@ pub const OPTIONS: &[Opt] = &[
     opt("demo_logic", "L", "Who runs the demo's chat: builtin (the node) or api (an app server through the gRPC API, e.g. examples/chat-app-server) [default: builtin]."),
     opt("bench_handlers", "", "Register the benchmark handlers (`echo`, `join`, `pub`)."),
     opt("test_handlers", "", "Register the test application of tests/CONTRACT.md."),
-    opt("adapter", "A", "Cluster adapter: memory (single node), redis (pub/sub), redis-streams (pub/sub plus a stream: connection state recovery across nodes) nats (NATS; with --recovery, JetStream) or mesh (nodes talk over gRPC, membership and room index replicated with Raft: no broker) [default: memory]."),
+    opt("adapter", "A", "Cluster adapter: memory (single node), redis (pub/sub), redis-streams (pub/sub plus a stream: connection state recovery across nodes), nats (NATS; with --recovery, JetStream) or mesh (nodes talk over gRPC, membership and room index replicated with Raft: no broker; with --recovery, sessions and the packet log replicated to every node) [default: memory]."),
     Opt { secret: true, ..opt("redis_url", "URL", "Redis URL of the redis adapters; a password in it is never printed [default: redis://127.0.0.1:6379].") },
     opt("redis_stream", "S", "Stream of --adapter redis-streams (`streamName`) [default: socket.io]."),
     opt("redis_key", "K", "Channel prefix of the Redis adapter (`key` of @socket.io/redis-adapter) [default: socket.io]."),
