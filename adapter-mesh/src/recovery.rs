@@ -178,8 +178,10 @@ impl MeshLog {
     }
 }
 
+/// Named fields: a session record skips the fields it lacks, which a positional
+/// (array) encoding could not decode.
 fn encode(f: &Frame) -> Bytes {
-    rmp_serde::to_vec(f).unwrap_or_default().into()
+    rmp_serde::to_vec_named(f).unwrap_or_default().into()
 }
 
 impl Inner {
