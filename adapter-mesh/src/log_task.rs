@@ -2,6 +2,7 @@
 //! node's log is written and read, so that deliveries keep arrival order and a replay
 //! attaches its socket between two deliveries (nothing logged later overtakes it).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,39 @@ fn kept(env: &Envelope) -> Option<Kept> {
     }
 }
 
+/// Delivery to this node's clients.
+struct Local {
+    /// Per sender, the last message delivered here: the offsets this node gives. After
+    /// a copy of a peer's log, the messages it holds still reach this node on their
+    /// senders' streams and are delivered then (once), though the log has them
+    /// already; an offset names only what was delivered here, so a client that moves
+    /// on is owed what the copy held and it did not get.
+    delivered: BTreeMap<Sender, u64>,
+    inbound: Inbound,
+}
+
+impl Local {
+    fn deliver(&mut self, log: &mut VectorLog, m: Logged) {
+        let Logged { sender, seq, env } = m;
+        let last = self.delivered.entry(sender).or_default();
+        if seq <= *last {
+            return; // a resend
+        }
+        *last = seq;
+        log.append(sender, seq, now_ms(), kept(&env));
+        let offset = self.offset(log).format();
+        (self.inbound)(env, Delivery::Log(offset));
+    }
+
+    /// The offset of what was delivered here so far.
+    fn offset(&self, log: &VectorLog) -> Offset {
+        Offset {
+            t: log.position().t,
+            seqs: self.delivered.clone(),
+        }
+    }
+}
+
 /// The log task: delivers every logged message in arrival order, keeps the broadcasts,
 /// and runs the replays between two deliveries. Until the node copied a peer's log
 /// ([`Ctl::Install`]) it holds what it receives, and the replays. `position` shows the
@@ -66,7 +100,11 @@ pub(crate) async fn run(
     retire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut held: Option<(Vec<Logged>, Vec<skein::adapter::cluster::Replay>)> =
         Some(Default::default());
-    let publish = |log: &VectorLog| *position.lock() = log.position().clone();
+    let mut local = Local {
+        delivered: BTreeMap::new(),
+        inbound,
+    };
+    let publish = |local: &Local, log: &VectorLog| *position.lock() = local.offset(log);
     loop {
         tokio::select! {
             m = ch.logged.recv() => {
@@ -75,10 +113,8 @@ pub(crate) async fn run(
                     logged.push(m);
                     continue;
                 }
-                let Logged { sender, seq, env } = m;
-                let Some(offset) = log.append(sender, seq, now_ms(), kept(&env)) else { continue };
-                publish(&log);
-                inbound(env, Delivery::Log(offset));
+                local.deliver(&mut log, m);
+                publish(&local, &log);
             }
             r = ch.replays.recv() => {
                 let Some(r) = r else { return };
@@ -101,13 +137,10 @@ pub(crate) async fn run(
                     }
                     // What reached this node meanwhile is delivered to its clients (none
                     // of it was), and logged unless the copy had it.
-                    for Logged { sender, seq, env } in logged {
-                        let offset = log
-                            .append(sender, seq, now_ms(), kept(&env))
-                            .unwrap_or_else(|| log.position().format());
-                        inbound(env, Delivery::Log(offset));
+                    for m in logged {
+                        local.deliver(&mut log, m);
                     }
-                    publish(&log);
+                    publish(&local, &log);
                     for r in replays {
                         let found = log.missed(&r.nsp, &r.rec, r.offset.as_deref());
                         r.finish(found);
@@ -118,7 +151,8 @@ pub(crate) async fn run(
                 let live = live();
                 log.retire(|s| live.contains(&s), now_ms());
                 log.trim(now_ms());
-                publish(&log);
+                local.delivered.retain(|s, _| log.knows(*s));
+                publish(&local, &log);
             }
         }
     }

@@ -255,6 +255,11 @@ impl VectorLog {
         }
     }
 
+    /// Whether this log has heard from `sender` (and not retired it).
+    pub fn knows(&self, sender: Sender) -> bool {
+        self.senders.contains_key(&sender)
+    }
+
     /// A copy of this log, for a node that starts.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
