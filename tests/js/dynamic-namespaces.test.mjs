@@ -55,9 +55,12 @@ describe("dynamic namespaces: bounded whatever clients send", () => {
     const srv = await h.startServer({ args: ["--cleanup-empty-child-namespaces", "false"] });
     try {
       await visitMany(srv, 100);
+      // The clients' disconnects reach the server after they return: wait for them.
+      const sockets = 'skein_namespace_sockets{nsp="(dynamic children)"}';
+      await h.until(async () => value(await metrics(srv), sockets) === 0, 5000, "every visitor gone");
       const body = await metrics(srv);
-      assert.equal(value(body, "skein_dynamic_child_namespaces"), 100);
-      assert.equal(value(body, 'skein_namespace_sockets{nsp="(dynamic children)"}'), 0);
+      assert.equal(value(body, "skein_dynamic_child_namespaces"), 100, "the empty children stay");
+      assert.equal(value(body, sockets), 0);
       assert.ok(!body.includes("/dyn-v"), "no client-chosen name in /metrics");
     } finally {
       h.closeClients();
