@@ -43,8 +43,9 @@
 //! - `transport`: the cluster layer's transport on the `Bus` service, `link`: one
 //!   peer's stream;
 //! - connection state recovery (`--recovery`): `recovery` ([`recovery::MeshLog`]: the
-//!   log and sessions replicated to every peer), `log_task`, `vlog` (the log and its
-//!   per-sender offsets), `sessions`.
+//!   log and sessions replicated to every peer, the sessions in a
+//!   `skein::adapter::SessionTable`), `log_task`, `vlog` (the log and its per-sender
+//!   offsets).
 
 mod batch;
 mod config;
@@ -63,7 +64,6 @@ pub mod recovery;
 mod server;
 #[cfg(test)]
 mod server_tests;
-mod sessions;
 mod sm_store;
 pub mod state;
 #[cfg(test)]

@@ -34,12 +34,12 @@ use serde::{Deserialize, Serialize};
 use skein::adapter::cluster::{codec, ClusterLog, Envelope, Inbound, Message, Replays};
 use skein::adapter::recovery::now_ms;
 use skein::adapter::{
-    AdapterError, Attach, NotRecovered, RecoveryConfig, SessionRecord, SessionStore, Written,
+    AdapterError, Attach, NotRecovered, RecoveryConfig, SessionRecord, SessionStore, SessionTable,
+    Written,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::log_task::{self, Channels, Ctl, Logged};
-use crate::sessions::SessionMap;
 use crate::transport::MeshTransport;
 use crate::vlog::{Offset, Sender, Snapshot, VectorLog};
 
@@ -56,7 +56,8 @@ enum Frame {
     Entry {
         sender: Sender,
         seq: u64,
-        env: Vec<u8>,
+        /// As bytes (a msgpack `bin`), not a list of numbers.
+        env: Bytes,
     },
     /// A session write (`claim`: whatever wrote it last), acknowledged to `from`.
     Save {
@@ -108,7 +109,7 @@ struct Inner {
     to_log: mpsc::UnboundedSender<Logged>,
     ctl: mpsc::UnboundedSender<Ctl>,
     position: Arc<Mutex<Offset>>,
-    sessions: Mutex<SessionMap>,
+    sessions: Mutex<SessionTable>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_req: AtomicU64,
     replays: Replays,
@@ -138,7 +139,8 @@ impl MeshLog {
             to_log,
             ctl,
             position: Arc::new(Mutex::new(log.position().clone())),
-            sessions: Mutex::new(SessionMap::new(cfg)),
+            // Connected sessions are rewritten every keepalive: a dead node's expire.
+            sessions: Mutex::new(SessionTable::new(cfg.max_disconnection_duration, true)),
             waiting: Mutex::default(),
             next_req: AtomicU64::new(1),
             replays,
@@ -206,14 +208,7 @@ impl Inner {
                 rec,
                 from,
             } => {
-                {
-                    let mut s = self.sessions.lock();
-                    if claim {
-                        s.claim(&rec);
-                    } else {
-                        s.save(&rec);
-                    }
-                }
+                self.apply(&rec, claim);
                 self.transport.send_frame(&from, encode(&Frame::Ack(req)));
             }
             Frame::Discard(rec) => self.sessions.lock().discard(&rec),
@@ -269,6 +264,17 @@ impl Inner {
         self.waiting.lock().remove(&req);
     }
 
+    /// Applies a session write to this node's table; whether it was written.
+    fn apply(&self, rec: &SessionRecord, claim: bool) -> bool {
+        let mut s = self.sessions.lock();
+        if claim {
+            s.claim(rec);
+            true
+        } else {
+            s.save(rec)
+        }
+    }
+
     /// Applies a session write here and streams it to every live peer; the returned
     /// write resolves once one of them acknowledged it (or at the timeout).
     fn write(self: &Arc<Self>, rec: &SessionRecord, claim: bool) -> Written {
@@ -276,15 +282,7 @@ impl Inner {
             node: rec.node.clone().or_else(|| Some(self.node.clone())),
             ..rec.clone()
         };
-        {
-            let mut s = self.sessions.lock();
-            if claim {
-                s.claim(&rec);
-            } else if !s.save(&rec) {
-                return None;
-            }
-        }
-        if self.transport.live_peers().is_empty() {
+        if !self.apply(&rec, claim) {
             return None;
         }
         let (req, rx) = self.request();
@@ -295,7 +293,11 @@ impl Inner {
             rec,
             from,
         };
-        self.transport.publish_frame(&encode(&save));
+        if self.transport.publish_frame(&encode(&save)) == 0 {
+            // No peer: nothing to wait for.
+            self.forget(req);
+            return None;
+        }
         let me = self.clone();
         Some(Box::pin(async move {
             if tokio::time::timeout(ACK_TIMEOUT, rx).await.is_err() {
@@ -393,7 +395,7 @@ impl ClusterLog for MeshLog {
         let frame = encode(&Frame::Entry {
             sender: inner.me,
             seq,
-            env: codec::encode(&env),
+            env: codec::encode(&env).into(),
         });
         // Peers first, then this node's own delivery: both in number order (the lock).
         inner.transport.publish_frame(&frame);

@@ -15,6 +15,7 @@ mod acks;
 pub mod cluster;
 pub(crate) mod local;
 pub mod recovery;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use local::{LocalAdapter, RoomHook, ServerAck, ServerEventHandler};
 pub use recovery::{
     Attach, LoggedPacket, NotRecovered, RecoveryConfig, SessionRecord, SessionStore, Written,
 };
+pub use sessions::SessionTable;
 
 use crate::engineio::Sid;
 use crate::socketio::{Data, Handshake, SocketRef};

@@ -19,7 +19,7 @@
 //! them already: this is what makes quiet long-lived connections recover, socket.io#5282).
 //! Otherwise it gets a new session, and the reason is logged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{AdapterError, BroadcastOptions, EventPacket, Room};
+use super::{AdapterError, BroadcastOptions, EventPacket, Room, SessionTable};
 use crate::socketio::Data;
 
 /// How long a logged packet may take to reach a connected client. Dropped log entries
@@ -187,16 +187,12 @@ struct Entry {
     except: Vec<Room>,
 }
 
-#[derive(Default)]
 struct MemInner {
     next: u64,
     log: VecDeque<Entry>,
     /// The last entry dropped from the log: (offset, unix ms).
     dropped: Option<(u64, u64)>,
-    sessions: HashMap<String, SessionRecord>,
-    /// Sessions taken by a reconnect (unix ms): until its new socket claims it, no other
-    /// instance may write it back (the old one closing late, typically).
-    taken: HashMap<String, u64>,
+    sessions: SessionTable,
     last_sweep_ms: u64,
 }
 
@@ -257,9 +253,17 @@ impl LogGuard<'_> {
 
 impl MemoryRecovery {
     pub fn new(cfg: RecoveryConfig) -> Self {
+        // One node: a connected session is its own live socket, never stale.
+        let sessions = SessionTable::new(cfg.max_disconnection_duration, false);
         MemoryRecovery {
             cfg,
-            inner: Mutex::new(MemInner::default()),
+            inner: Mutex::new(MemInner {
+                next: 0,
+                log: VecDeque::new(),
+                dropped: None,
+                sessions,
+                last_sweep_ms: 0,
+            }),
         }
     }
 
@@ -319,11 +323,7 @@ impl MemoryRecovery {
             return;
         }
         inner.last_sweep_ms = now;
-        let max = self.cfg.max_disconnection_duration.as_millis() as u64;
-        inner
-            .sessions
-            .retain(|_, r| r.connected || r.seen.unwrap_or(0) + max >= now);
-        inner.taken.retain(|_, at| *at + max >= now);
+        inner.sessions.sweep();
     }
 }
 
@@ -332,50 +332,21 @@ impl SessionStore for MemoryRecovery {
     fn save(&self, rec: &SessionRecord) -> Written {
         let mut inner = self.inner.lock();
         self.sweep(&mut inner);
-        if inner.taken.contains_key(&rec.pid) {
-            // Taken by a reconnect: this write comes from the instance it left.
-            return None;
-        }
-        if let Some(old) = inner.sessions.get(&rec.pid) {
-            if old.owner.is_some() && old.owner != rec.owner {
-                // Another instance owns it since it was taken and restored: this one is
-                // stale (its connection dropped unnoticed).
-                return None;
-            }
-        }
-        inner.sessions.insert(rec.pid.clone(), rec.clone());
+        inner.sessions.save(rec);
         None
     }
 
     fn claim(&self, rec: &SessionRecord) -> Written {
-        let mut inner = self.inner.lock();
-        inner.taken.remove(&rec.pid);
-        inner.sessions.insert(rec.pid.clone(), rec.clone());
+        self.inner.lock().sessions.claim(rec);
         None
     }
 
     fn discard(&self, rec: &SessionRecord) {
-        let mut inner = self.inner.lock();
-        if inner
-            .sessions
-            .get(&rec.pid)
-            .is_some_and(|old| old.owner.is_none() || old.owner == rec.owner)
-        {
-            inner.sessions.remove(&rec.pid);
-        }
+        self.inner.lock().sessions.discard(rec);
     }
 
     async fn take(&self, pid: &str) -> Result<Option<SessionRecord>, AdapterError> {
-        let mut inner = self.inner.lock();
-        let Some(rec) = inner.sessions.remove(pid) else {
-            return Ok(None);
-        };
-        inner.taken.insert(pid.to_owned(), now_ms());
-        let max = self.cfg.max_disconnection_duration.as_millis() as u64;
-        if !rec.connected && rec.seen.unwrap_or(0) + max < now_ms() {
-            return Ok(None);
-        }
-        Ok(Some(rec))
+        Ok(self.inner.lock().sessions.take(pid))
     }
 }
 

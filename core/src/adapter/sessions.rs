@@ -1,32 +1,39 @@
-//! The session records one node keeps for connection state recovery on the mesh: its
-//! own sessions and a replica of every other node's (each node streams its session
-//! writes to every live peer, see `recovery`). What one copy decides (a take) is told
-//! to the others.
+//! The session records of a store that keeps them in this process: the in-memory store
+//! of one node ([`super::recovery::MemoryRecovery`]) and the mesh's replicas of every
+//! node's sessions. The rules of [`super::SessionStore`] on a map: a taken session
+//! refuses the writes of the instance it left until its new socket claims it, and a
+//! stale instance cannot overwrite or discard a session another instance owns.
 
 use std::collections::HashMap;
 
-use skein::adapter::recovery::now_ms;
-use skein::adapter::{RecoveryConfig, SessionRecord};
+use super::recovery::now_ms;
+use super::SessionRecord;
 
-/// The sessions as one node knows them.
+/// Sessions by pid. See the module documentation.
 #[derive(Debug)]
-pub struct SessionMap {
-    cfg: RecoveryConfig,
+pub struct SessionTable {
+    /// How long a disconnected session stays recoverable (ms).
+    max_ms: u64,
+    /// Whether connected sessions are rewritten periodically (a cluster's keepalive):
+    /// then one not rewritten for `max_ms` belongs to a node that is gone, and expires.
+    refreshed: bool,
     sessions: HashMap<String, SessionRecord>,
     /// Taken by a reconnect (unix ms): a late write of the instance it left is refused.
     taken: HashMap<String, u64>,
 }
 
-impl SessionMap {
-    pub fn new(cfg: RecoveryConfig) -> Self {
-        SessionMap {
-            cfg,
+impl SessionTable {
+    pub fn new(max_disconnection: std::time::Duration, refreshed: bool) -> Self {
+        SessionTable {
+            max_ms: max_disconnection.as_millis() as u64,
+            refreshed,
             sessions: HashMap::new(),
             taken: HashMap::new(),
         }
     }
 
-    /// Writes a session, unless a reconnect took it or another instance owns it.
+    /// Writes a session, unless a reconnect took it or another instance owns it (the
+    /// writer's connection dropped unnoticed). Returns whether it was written.
     pub fn save(&mut self, rec: &SessionRecord) -> bool {
         if self.taken.contains_key(&rec.pid) {
             return false;
@@ -57,7 +64,7 @@ impl SessionMap {
         }
     }
 
-    /// A record from a peer's copy (a node that starts): kept unless this node has one.
+    /// A record from another store's copy: kept unless this table has one.
     pub fn adopt(&mut self, rec: &SessionRecord) {
         if !self.taken.contains_key(&rec.pid) {
             self.sessions
@@ -66,12 +73,12 @@ impl SessionMap {
         }
     }
 
-    /// Every record held, for a node that starts.
+    /// Every record held.
     pub fn records(&self) -> Vec<SessionRecord> {
         self.sessions.values().cloned().collect()
     }
 
-    /// The record of `pid`, if this node holds one.
+    /// The record of `pid`, if held.
     pub fn get(&self, pid: &str) -> Option<&SessionRecord> {
         self.sessions.get(pid)
     }
@@ -81,29 +88,25 @@ impl SessionMap {
         let rec = self.sessions.remove(pid)?;
         let now = now_ms();
         self.taken.insert(pid.to_owned(), now);
-        let max = self.cfg.max_disconnection_duration.as_millis() as u64;
-        (rec.connected || rec.seen.unwrap_or(0) + max >= now).then_some(rec)
+        (rec.connected || rec.seen.unwrap_or(0) + self.max_ms >= now).then_some(rec)
     }
 
-    /// Another node took `pid`: this copy is gone too.
+    /// Another store took `pid`: this copy is gone too.
     pub fn taken_elsewhere(&mut self, pid: &str) {
         self.sessions.remove(pid);
         self.taken.insert(pid.to_owned(), now_ms());
     }
 
-    /// Drops expired sessions and old take markers. A session written connected by a
-    /// node that died is refreshed by nobody: it expires like a disconnected one.
+    /// Drops expired sessions and old take markers.
     pub fn sweep(&mut self) {
         let now = now_ms();
-        let max = self.cfg.max_disconnection_duration.as_millis() as u64;
-        // Connected sessions are rewritten every keepalive; one not rewritten for the
-        // recovery window belongs to a node that is gone.
+        let (max, refreshed) = (self.max_ms, self.refreshed);
         self.sessions
-            .retain(|_, r| r.seen.unwrap_or(now) + max >= now);
+            .retain(|_, r| (r.connected && !refreshed) || r.seen.unwrap_or(0) + max >= now);
         self.taken.retain(|_, at| *at + max >= now);
     }
 
-    /// How many sessions this node holds.
+    /// How many sessions are held.
     pub fn count(&self) -> usize {
         self.sessions.len()
     }
@@ -113,6 +116,9 @@ impl SessionMap {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
+
+    const MAX: Duration = Duration::from_secs(120);
 
     fn rec(pid: &str, owner: &str, seen: u64, connected: bool) -> SessionRecord {
         serde_json::from_value(json!({
@@ -124,7 +130,7 @@ mod tests {
 
     #[test]
     fn one_take_wins_and_the_instance_it_left_cannot_write_it_back() {
-        let mut m = SessionMap::new(RecoveryConfig::default());
+        let mut m = SessionTable::new(MAX, true);
         assert!(m.save(&rec("p", "i1", now_ms(), false)));
         assert!(m.take("p").is_some());
         assert!(m.take("p").is_none(), "the second take finds nothing");
@@ -149,7 +155,7 @@ mod tests {
 
     #[test]
     fn expired_sessions_are_not_taken_and_are_swept() {
-        let mut m = SessionMap::new(RecoveryConfig::default());
+        let mut m = SessionTable::new(MAX, true);
         m.save(&rec("old", "i", 1, false));
         m.save(&rec("dead-node", "i", 1, true));
         m.save(&rec("new", "i", now_ms(), false));
@@ -158,5 +164,17 @@ mod tests {
         assert_eq!(m.count(), 1);
         m.taken_elsewhere("new");
         assert!(m.take("new").is_none());
+    }
+
+    #[test]
+    fn without_refreshes_a_connected_session_never_expires() {
+        let mut m = SessionTable::new(MAX, false);
+        m.save(&rec("live", "i", 1, true));
+        m.sweep();
+        assert_eq!(
+            m.count(),
+            1,
+            "one node's own connected socket stays recoverable"
+        );
     }
 }
