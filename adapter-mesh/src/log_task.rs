@@ -2,7 +2,6 @@
 //! node's log is written and read, so that deliveries keep arrival order and a replay
 //! attaches its socket between two deliveries (nothing logged later overtakes it).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,41 +52,40 @@ fn kept(env: &Envelope) -> Option<Kept> {
 
 /// Delivery to this node's clients.
 struct Local {
-    /// Per sender, the last message delivered here: the offsets this node gives. After
-    /// a copy of a peer's log, the messages it holds still reach this node on their
-    /// senders' streams and are delivered then (once), though the log has them
-    /// already; an offset names only what was delivered here, so a client that moves
-    /// on is owed what the copy held and it did not get.
-    delivered: BTreeMap<Sender, u64>,
+    /// Per sender, the last message delivered here: the offsets this node gives (and
+    /// its position, shown to other tasks). After a copy of a peer's log, the messages
+    /// it holds still reach this node on their senders' streams and are delivered then
+    /// (once), though the log has them already; an offset names only what was
+    /// delivered here, so a client that moves on is owed what the copy held and it did
+    /// not get.
+    position: Arc<Mutex<Offset>>,
     inbound: Inbound,
 }
 
 impl Local {
-    fn deliver(&mut self, log: &mut VectorLog, m: Logged) {
+    fn deliver(&self, log: &mut VectorLog, m: Logged) {
         let Logged { sender, seq, env } = m;
-        let last = self.delivered.entry(sender).or_default();
-        if seq <= *last {
-            return; // a resend
-        }
-        *last = seq;
-        log.append(sender, seq, now_ms(), kept(&env));
-        let offset = self.offset(log).format();
+        let offset = {
+            let mut p = self.position.lock();
+            let last = p.seqs.entry(sender).or_default();
+            if seq <= *last {
+                return; // a resend
+            }
+            *last = seq;
+            if !log.has(sender, seq) {
+                log.append(sender, seq, now_ms(), kept(&env));
+            }
+            p.t = log.position().t;
+            p.format()
+        };
         (self.inbound)(env, Delivery::Log(offset));
-    }
-
-    /// The offset of what was delivered here so far.
-    fn offset(&self, log: &VectorLog) -> Offset {
-        Offset {
-            t: log.position().t,
-            seqs: self.delivered.clone(),
-        }
     }
 }
 
 /// The log task: delivers every logged message in arrival order, keeps the broadcasts,
 /// and runs the replays between two deliveries. Until the node copied a peer's log
-/// ([`Ctl::Install`]) it holds what it receives, and the replays. `position` shows the
-/// log's position to other tasks; `live` lists the live incarnations (to retire the
+/// ([`Ctl::Install`]) it holds what it receives, and the replays. `position` is what
+/// was delivered here, shown to other tasks; `live` lists the live incarnations (to retire the
 /// senders that are gone for good).
 pub(crate) async fn run(
     mut log: VectorLog,
@@ -100,11 +98,7 @@ pub(crate) async fn run(
     retire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut held: Option<(Vec<Logged>, Vec<skein::adapter::cluster::Replay>)> =
         Some(Default::default());
-    let mut local = Local {
-        delivered: BTreeMap::new(),
-        inbound,
-    };
-    let publish = |local: &Local, log: &VectorLog| *position.lock() = local.offset(log);
+    let local = Local { position, inbound };
     loop {
         tokio::select! {
             m = ch.logged.recv() => {
@@ -114,7 +108,6 @@ pub(crate) async fn run(
                     continue;
                 }
                 local.deliver(&mut log, m);
-                publish(&local, &log);
             }
             r = ch.replays.recv() => {
                 let Some(r) = r else { return };
@@ -140,7 +133,6 @@ pub(crate) async fn run(
                     for m in logged {
                         local.deliver(&mut log, m);
                     }
-                    publish(&local, &log);
                     for r in replays {
                         let found = log.missed(&r.nsp, &r.rec, r.offset.as_deref());
                         r.finish(found);
@@ -151,8 +143,7 @@ pub(crate) async fn run(
                 let live = live();
                 log.retire(|s| live.contains(&s), now_ms());
                 log.trim(now_ms());
-                local.delivered.retain(|s, _| log.knows(*s));
-                publish(&local, &log);
+                local.position.lock().seqs.retain(|s, _| log.knows(*s));
             }
         }
     }

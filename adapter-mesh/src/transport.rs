@@ -446,9 +446,9 @@ async fn republish(t: Weak<MeshTransport>, mut admissions: watch::Receiver<u64>)
     }
 }
 
-/// Drops the queues of peers that are no longer live members, so that a cluster whose
-/// pods come and go under new names keeps one stream task per live peer, not one per
-/// peer ever seen. What was still queued is counted as undelivered by the task, which
+/// Drops the queues (and unreachable marks) of peers that are no longer live members,
+/// so that a cluster whose pods come and go under new names keeps one stream task per
+/// live peer, not one per peer ever seen. What was still queued is counted as undelivered by the task, which
 /// then ends; a peer that comes back gets a new queue with its next message.
 async fn prune_links(t: Weak<MeshTransport>) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
@@ -457,9 +457,12 @@ async fn prune_links(t: Weak<MeshTransport>) {
         tick.tick().await;
         let Some(t) = t.upgrade() else { return };
         let view = t.shared.mesh.view();
-        t.links.lock().retain(|peer, _| {
+        let live = |peer: &String| {
             view.member(peer)
                 .is_some_and(|m| m.state != NodeState::Gone)
-        });
+        };
+        t.links.lock().retain(|peer, _| live(peer));
+        // A peer that is gone for good is not marked unreachable forever either.
+        t.shared.unreachable.lock().retain(live);
     }
 }

@@ -197,21 +197,14 @@ impl VectorLog {
         &self.now
     }
 
-    /// Records message `seq` of `sender`, arrived at `at_ms`, and returns the offset to
-    /// deliver it with; `None` for one already delivered (it must not be delivered
-    /// again). `kept`: a broadcast to keep for replays.
-    pub fn append(
-        &mut self,
-        sender: Sender,
-        seq: u64,
-        at_ms: u64,
-        kept: Option<Kept>,
-    ) -> Option<String> {
+    /// Records message `seq` of `sender`, arrived at `at_ms`; `false` for one already
+    /// recorded. `kept`: a broadcast to keep for replays.
+    pub fn append(&mut self, sender: Sender, seq: u64, at_ms: u64, kept: Option<Kept>) -> bool {
         let s = self.senders.entry(sender).or_default();
         if s.first == 0 {
             s.first = seq;
         } else if seq <= s.last {
-            return None;
+            return false;
         } else if seq > s.last + 1 {
             tracing::warn!(
                 sender = radix36(sender),
@@ -225,19 +218,24 @@ impl VectorLog {
         s.last_at = at_ms;
         self.now.t = self.now.t.max(at_ms);
         self.now.seqs.insert(sender, seq);
-        let offset = self.now.clone();
-        let text = offset.format();
         if let Some(kept) = kept {
             self.entries.push_back(Entry {
                 sender,
                 seq,
                 at_ms,
-                offset,
+                offset: self.now.clone(),
                 kept,
             });
         }
         self.trim(at_ms);
-        Some(text)
+        true
+    }
+
+    /// Whether message `seq` of `sender` is recorded already (a copied log had it).
+    pub fn has(&self, sender: Sender, seq: u64) -> bool {
+        self.senders
+            .get(&sender)
+            .is_some_and(|s| s.first != 0 && seq <= s.last)
     }
 
     /// Trims entries past the log's length or age (the newest always stays).

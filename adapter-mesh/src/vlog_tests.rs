@@ -76,7 +76,8 @@ fn an_offset_from_one_node_replays_exactly_the_rest_on_another() {
     let mut last = None;
     for (i, (s, n)) in order_x.iter().enumerate() {
         let ev = if *s == S1 { 10 + n } else { 20 + n };
-        last = x.append(*s, *n, T0 + i as u64, kept(ev, "r"));
+        assert!(x.append(*s, *n, T0 + i as u64, kept(ev, "r")));
+        last = Some(x.position().format());
     }
     let order_y = [
         (S2, 1),
@@ -110,11 +111,8 @@ fn an_offset_from_one_node_replays_exactly_the_rest_on_another() {
 fn rooms_namespaces_and_duplicates() {
     let mut y = VectorLog::new(cfg(100), T0);
     let start = y.position().format();
-    assert!(y.append(S1, 1, T0, kept(1, "r")).is_some());
-    assert!(
-        y.append(S1, 1, T0, kept(1, "r")).is_none(),
-        "a resend is dropped"
-    );
+    assert!(y.append(S1, 1, T0, kept(1, "r")));
+    assert!(!y.append(S1, 1, T0, kept(1, "r")), "a resend is dropped");
     y.append(S1, 2, T0, kept(2, "other"));
     y.append(S1, 3, T0, None); // socket management: advances, kept nowhere
     y.append(S1, 4, T0, kept(4, "sid1"));
@@ -247,15 +245,17 @@ fn a_node_that_starts_takes_over_a_peers_history() {
     let mut old = VectorLog::new(cfg(100), T0);
     let mut offsets = vec![];
     for n in 1..=3 {
-        offsets.push(old.append(S1, n, T0 + n, kept(n, "r")).unwrap());
+        assert!(old.append(S1, n, T0 + n, kept(n, "r")));
+        offsets.push(old.position().format());
     }
     // A node started later, with one message that reached it while it copied.
     let started = T0 + 10_000;
     let mut fresh = VectorLog::new(cfg(100), started);
     let early = fresh.position().format();
     fresh.install(old.snapshot());
+    assert!(fresh.has(S1, 3) && !fresh.has(S1, 4));
     assert!(
-        fresh.append(S1, 3, started + 1, kept(3, "r")).is_none(),
+        !fresh.append(S1, 3, started + 1, kept(3, "r")),
         "copied already"
     );
     fresh.append(S1, 4, started + 2, kept(4, "r"));

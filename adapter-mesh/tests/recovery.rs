@@ -19,7 +19,7 @@ use skein::Data;
 use skein_adapter_mesh::recovery::MeshLog;
 use skein_adapter_mesh::{Mesh, MeshTransport};
 
-use common::{config, eventually, listeners, SERIAL};
+use common::{cluster, eventually, SERIAL};
 
 type Got = Arc<Mutex<Vec<(u64, String)>>>;
 
@@ -75,15 +75,8 @@ async fn logs_and_sessions_are_replicated_and_survive_the_node_that_wrote_them()
     common::init_logs();
     tokio::time::timeout(Duration::from_secs(90), async {
         let dir = tempfile::tempdir().unwrap();
-        let (ls, addrs) = listeners(3).await;
-        let mut meshes = Vec::new();
-        for (i, l) in ls.into_iter().enumerate() {
-            let c = config(dir.path(), &format!("node{i}"), &addrs);
-            meshes.push(Arc::new(Mesh::start_on(c, l).await.unwrap()));
-        }
-        for m in &meshes {
-            m.joined(Duration::from_secs(20)).await.unwrap();
-        }
+        let (nodes, _) = cluster(dir.path(), 3).await;
+        let meshes: Vec<Arc<Mesh>> = nodes.into_iter().map(Arc::new).collect();
         let mut logs = Vec::new();
         let mut got = Vec::new();
         for m in &meshes {
