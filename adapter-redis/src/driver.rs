@@ -59,6 +59,17 @@ pub enum Reach {
     Uncounted,
 }
 
+impl Reach {
+    /// The deliveries to other nodes a message misses if it does not cross at all.
+    fn if_lost(self, peers: u64) -> u64 {
+        match self {
+            Reach::All => peers,
+            Reach::One => 1,
+            Reach::Uncounted => 0,
+        }
+    }
+}
+
 /// What the adapter needs from a pub/sub backend.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
@@ -286,8 +297,9 @@ impl RedisDriver {
     }
 
     /// How many receivers each message of a batch should have had, given how many
-    /// other nodes are live and whether this node held the channels (`own_channels`)
-    /// and the patterns (`own_patterns`) when Redis ran the batch. `None`: uncounted.
+    /// other nodes are live and how many times this node was counted for its channels
+    /// and for its patterns (`own`: the probes' answers) when Redis ran the batch.
+    /// `None`: uncounted.
     fn expected(&self, batch: &[Outgoing], peers: u64, own: (u64, u64)) -> Vec<Option<u64>> {
         let subs = self.subs.lock();
         batch
@@ -309,12 +321,8 @@ impl Driver for RedisDriver {
     fn publish_to(&self, channel: String, payload: Vec<u8>, reach: Reach) {
         if self.tx.try_send((channel, payload, reach)).is_err() {
             // Queue full (Redis stalled for long): the message reaches no other node.
-            let n = match reach {
-                Reach::All => (self.peers)() as u64,
-                Reach::One => 1,
-                Reach::Uncounted => 0,
-            };
-            self.health.lost(n, "publish queue full");
+            self.health
+                .lost(reach.if_lost((self.peers)() as u64), "publish queue full");
         }
     }
 
@@ -391,16 +399,7 @@ async fn publisher(
         let Some(d) = driver.upgrade() else { return };
         let health = d.health.clone();
         // What the batch owes other nodes if none of it crosses.
-        let owed = |peers: u64| -> u64 {
-            batch
-                .iter()
-                .map(|m| match m.2 {
-                    Reach::All => peers,
-                    Reach::One => 1,
-                    Reach::Uncounted => 0,
-                })
-                .sum()
-        };
+        let owed = |peers: u64| -> u64 { batch.iter().map(|m| m.2.if_lost(peers)).sum() };
         if health.publish_down.load(Ordering::Acquire) {
             // Redis is away (a probe is waiting for it): fail fast rather than queue
             // stale messages, and count them.
