@@ -21,6 +21,7 @@ mod polling;
 mod service;
 pub mod session;
 pub mod sid;
+mod wire;
 pub mod ws;
 mod ws_conn;
 mod ws_io;
