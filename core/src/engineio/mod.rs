@@ -21,7 +21,6 @@ mod polling;
 mod service;
 pub mod session;
 pub mod sid;
-mod wire;
 pub mod ws;
 mod ws_conn;
 mod ws_io;

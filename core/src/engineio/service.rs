@@ -294,7 +294,7 @@ impl<H: EngineHandler> Engine<H> {
                 // transport drives the socket itself.
                 Ok(up) => match up.downcast::<TokioIo<TcpStream>>() {
                     Ok(parts) => {
-                        let io = Arc::new(parts.io.into_inner());
+                        let io = parts.io.into_inner();
                         let _ = io.set_nodelay(true);
                         ws_conn::run(engine, session, mode, io, parts.read_buf).await;
                     }

@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use super::config::TransportKind;
 use super::packet::{Frame, PacketType};
 use super::sid::Sid;
-use super::wire::{Sent, Wire};
 
 /// Why a session closed, as the reference names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,8 +95,6 @@ pub(crate) struct State {
     pub writer_idle: bool,
     next_beat: Instant,
     awaiting_pong: bool,
-    /// The WebSocket connection, for senders to write to while its task is idle.
-    pub(crate) wire: Wire,
 }
 
 /// An Engine.IO session. `D` is the data the handler attaches to it.
@@ -152,7 +149,6 @@ impl<D> Session<D> {
                 writer_idle: false,
                 next_beat: Instant::now() + ping_interval,
                 awaiting_pong: false,
-                wire: Wire::default(),
             }),
             writer: Notify::new(),
             driver: Notify::new(),
@@ -183,7 +179,7 @@ impl<D> Session<D> {
 
     /// Queues a pre-encoded packet. Closes the session if its queue is full.
     pub fn send_frame(&self, frame: Frame) -> Result<(), SessionClosed> {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         if st.closing.is_some() {
             return Err(SessionClosed);
         }
@@ -193,40 +189,28 @@ impl<D> Session<D> {
             self.abort(CloseReason::TransportError);
             return Err(SessionClosed);
         }
-        self.push(st, frame);
-        Ok(())
-    }
-
-    /// Hands `frame` to the connection: written at once when the WebSocket task is idle
-    /// with nothing queued (see [`super::wire`]), else queued for the writer.
-    fn push(&self, mut st: parking_lot::MutexGuard<'_, State>, frame: Frame) {
-        let frame = if st.queue.is_empty() {
-            match st.wire.send(frame) {
-                Sent::Whole => return,
-                Sent::Partly => None,
-                Sent::No(f) => Some(f),
-            }
-        } else {
-            Some(frame)
-        };
-        if let Some(f) = frame {
-            st.queue.push_back(f);
-        }
+        st.queue.push_back(frame);
         let wake = std::mem::take(&mut st.writer_idle);
         drop(st);
         if wake {
             self.writer.notify_one();
         }
+        Ok(())
     }
 
     /// Queues `frame` only if nothing is waiting to be written (a volatile packet is
     /// dropped rather than queued behind others). Returns whether it was queued.
     pub fn send_volatile(&self, frame: Frame) -> bool {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         if st.closing.is_some() || !st.queue.is_empty() || st.upgrading {
             return false;
         }
-        self.push(st, frame);
+        st.queue.push_back(frame);
+        let wake = std::mem::take(&mut st.writer_idle);
+        drop(st);
+        if wake {
+            self.writer.notify_one();
+        }
         true
     }
 
@@ -375,8 +359,6 @@ pub(crate) struct WriterStep {
     pub closing: Option<CloseReason>,
     pub flush_on_close: bool,
     pub beat: Beat,
-    /// The unwritten tail of a direct write, to go out first.
-    pub rest: Option<bytes::Bytes>,
 }
 
 impl<D> Session<D> {
@@ -402,15 +384,9 @@ impl<D> Session<D> {
             }
             Beat::PingSent(st.next_beat)
         };
-        // The tail of a partial direct write goes out before anything else.
-        let rest = st.wire.take_rest();
-        st.wire.close();
         if let Some(into) = take {
             if st.queue.is_empty() {
-                if rest.is_none() {
-                    st.writer_idle = true;
-                    st.wire.open();
-                }
+                st.writer_idle = true;
             } else {
                 if into.is_empty() {
                     std::mem::swap(into, &mut st.queue);
@@ -426,26 +402,7 @@ impl<D> Session<D> {
             closing: st.closing,
             flush_on_close: st.flush_on_close,
             beat,
-            rest,
         }
-    }
-
-    /// The WebSocket task drives `stream` from now on; senders may write to it while
-    /// the task is idle.
-    pub(crate) fn attach_wire(&self, stream: std::sync::Arc<tokio::net::TcpStream>) {
-        self.state.lock().wire.attach(stream);
-    }
-
-    /// The WebSocket task is about to handle what it read: senders queue until it is
-    /// idle again (its replies go out in one write, after the read).
-    pub(crate) fn hold_wire(&self) {
-        self.state.lock().wire.close();
-    }
-
-    /// The WebSocket task stops; returns the tail of a partial direct write, which must
-    /// go out before anything the task still writes.
-    pub(crate) fn detach_wire(&self) -> Option<bytes::Bytes> {
-        self.state.lock().wire.detach()
     }
 }
 

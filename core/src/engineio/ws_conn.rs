@@ -288,9 +288,6 @@ async fn drive<H: EngineHandler, T: WsIo>(
     let sleep = tokio::time::sleep_until(Instant::now());
     tokio::pin!(sleep);
     let mut code = 1000u16;
-    if let Some(stream) = conn.io.wire() {
-        s.attach_wire(stream);
-    }
     on_read(engine, s, conn, Ok(Read::Messages(early)));
     if !s.is_closed() {
         let r = conn.decode(max);
@@ -309,9 +306,6 @@ async fn drive<H: EngineHandler, T: WsIo>(
         let closed = s.closed.notified();
         tokio::pin!(closed);
         let step = s.writer_step(take.then_some(&mut conn.frames), Instant::now());
-        if let Some(rest) = step.rest {
-            conn.out.push_front(rest);
-        }
         conn.push_frames();
         if step.closing.is_some() && (!step.flush_on_close || conn.out.is_empty()) {
             break;
@@ -334,9 +328,6 @@ async fn drive<H: EngineHandler, T: WsIo>(
                 Io::Written(Ok(())) => {}
                 Io::Written(Err(_)) => s.abort(CloseReason::TransportError),
                 Io::Read(r) => {
-                    if idle_out {
-                        s.hold_wire();
-                    }
                     if let Some(c) = on_read(engine, s, conn, r) {
                         code = c;
                     }
@@ -346,9 +337,6 @@ async fn drive<H: EngineHandler, T: WsIo>(
             _ = &mut closed, if !idle_out => {}
             _ = &mut sleep => {}
         }
-    }
-    if let Some(rest) = s.detach_wire() {
-        conn.out.push_front(rest);
     }
     let reason = s.state.lock().closing;
     if reason == Some(CloseReason::ParseError) {

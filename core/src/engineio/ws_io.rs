@@ -2,8 +2,7 @@
 //!
 //! - A plain `TcpStream`, taken back out of hyper's upgrade (served by
 //!   [`crate::http::serve`], or by any hyper HTTP/1 server on `TokioIo<TcpStream>`): the
-//!   transport waits on readiness and reads straight into its buffer, and shares the
-//!   socket with the session so that senders can write to it while the task is idle.
+//!   transport waits on readiness and reads straight into its buffer.
 //! - Anything else hyper upgrades (axum's server wraps the stream in a private type;
 //!   TLS): [`Generic`] reads through `AsyncRead` into a buffer on the stack first.
 //!
@@ -12,7 +11,6 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
@@ -42,16 +40,9 @@ pub(crate) trait WsIo: Send + Unpin + 'static {
 
     /// Pushes written bytes out (a TLS layer may hold them).
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-
-    /// The socket senders may write to directly while the task is idle (see
-    /// `super::wire`): plain TCP only.
-    fn wire(&self) -> Option<Arc<TcpStream>> {
-        None
-    }
 }
 
-/// A plain TCP connection, shared with the session's direct writers.
-impl WsIo for Arc<TcpStream> {
+impl WsIo for TcpStream {
     fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
@@ -80,21 +71,11 @@ impl WsIo for Arc<TcpStream> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_write_ready(cx))?;
-            match self.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        Pin::new(self).poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
-    }
-
-    fn wire(&self) -> Option<Arc<TcpStream>> {
-        Some(self.clone())
     }
 }
 

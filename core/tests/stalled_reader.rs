@@ -1,8 +1,8 @@
-//! Broadcasts written straight to idle connections (engineio/wire.rs) keep every
-//! client's stream whole and in order: a client that reads at once and one that
-//! does not read for a while (a tiny receive buffer, so the server's writes go
-//! partial and the rest queues behind them) both get every frame intact, with the
-//! heartbeat's pings interleaved, over a real socket on 127.0.0.1.
+//! A broadcast reaches a client that reads at once and one that does not read for a
+//! while (a tiny receive buffer, so the server's writes stall and the rest waits in its
+//! queue) whole and in order, with the heartbeat's pings interleaved, over a real
+//! socket on 127.0.0.1. Any change to how frames reach the connection (batched writes,
+//! writes from the sender's task) must keep this.
 
 use std::time::Duration;
 
