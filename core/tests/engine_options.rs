@@ -1,6 +1,8 @@
 //! Engine.IO options over real HTTP on 127.0.0.1: CORS, the `io` cookie, the
 //! `allow_request` hook and polling compression.
 
+mod common;
+
 use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +32,7 @@ async fn start(mut config: SocketIoConfig) -> std::net::SocketAddr {
         // A large first message, so the polling answer is big enough to compress.
         let _ = s.emit("big", Data::one(serde_json::json!("x".repeat(5000))));
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(skein::http::serve(
-        listener,
-        io.http_handler(),
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
-    addr
+    common::serve(&io).await
 }
 
 /// One HTTP/1.1 request; returns the head (lower-cased) and the raw body.

@@ -4,12 +4,14 @@
 //! socket on 127.0.0.1. Any change to how frames reach the connection (batched writes,
 //! writes from the sender's task) must keep this.
 
+mod common;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use skein::{Data, SocketIo, SocketIoConfig};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
 const COUNT: usize = 400;
@@ -22,14 +24,7 @@ async fn start() -> (SocketIo, std::net::SocketAddr) {
     config.engine.ping_timeout = Duration::from_secs(10);
     let io = SocketIo::new(config);
     io.ns("/", |s| s.join("r"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(skein::http::serve(
-        listener,
-        io.http_handler(),
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    let addr = common::serve(&io).await;
     (io, addr)
 }
 
